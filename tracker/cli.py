@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from tracker import __version__
+from tracker.auth import read_token
 from tracker.client import AdminClient
 from tracker.errors import InvalidArgument, TrackerError
 from tracker.model import (
@@ -31,14 +28,15 @@ from tracker.model import (
     UrlQuery,
     Validator,
     bitmap_count,
+    split_host_port,
 )
 from tracker.policy import DEFAULT_POLICY, POLICY_NAMES
+from tracker.process import configure_logging, run_command, run_until_signalled
 from tracker.render import human_age, human_size, table
 from tracker.server import TrackerConfig, TrackerServer
 
 PROG = "lanpeer-tracker"
 DEFAULT_TRACKER = "127.0.0.1:7070"
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):(\d{1,5})")
 
 
 def default_db_path() -> Path:
@@ -47,33 +45,18 @@ def default_db_path() -> Path:
 
 
 def host_port(value: str) -> str:
-    match = _HOST_PORT.fullmatch(value)
-    if not match or int(match.group(2)) > 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    try:
+        split_host_port(value)
+    except InvalidArgument:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT") from None
     return value
-
-
-def read_token(path: Path | None, env: str) -> str | None:
-    """The token from `path` if given, else from the environment variable `env`."""
-    if path is not None:
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise TrackerError(f"cannot read the token file {path}: {exc.strerror}") from None
-        if not token:
-            raise TrackerError(f"the token file {path} is empty")
-        return token
-    return os.environ.get(env) or None
 
 
 # ----------------------------------------------------------------------------- run
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     config = TrackerConfig(
         db=args.db or default_db_path(),
         listen=args.listen,
@@ -84,20 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         handout_policy=args.handout_policy,
     )
-    server = TrackerServer(config)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(PROG).info("%s received; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    while not stop.wait(1.0):
-        pass
-    server.stop()
-    return 0
+    return run_until_signalled(TrackerServer(config), PROG)
 
 
 # ----------------------------------------------------------------------------- admin
@@ -494,15 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        result: int = args.handler(args)
-        return result
-    except TrackerError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), argv, (TrackerError,))
 
 
 if __name__ == "__main__":

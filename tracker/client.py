@@ -71,9 +71,9 @@ class _Client:
             except OSError as exc:
                 raise TrackerError(f"cannot read the CA certificate {tls_ca}: {exc}") from exc
             credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-            self._channel = grpc.secure_channel(target, credentials, options=wire.CHANNEL_OPTIONS)
+            self._channel = grpc.secure_channel(target, credentials, options=wire.CLIENT_CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.insecure_channel(target, options=wire.CHANNEL_OPTIONS)
+            self._channel = grpc.insecure_channel(target, options=wire.CLIENT_CHANNEL_OPTIONS)
 
     def _call(self, method: Callable[..., R], request: Any) -> R:
         try:
@@ -142,7 +142,7 @@ class TrackerClient(_Client):
                 version=info.version,
             ),
         )
-        return float(reply.heartbeat_interval_seconds)
+        return float(reply.heartbeat_interval_ms) / 1000
 
     def heartbeat(self, agent_id: str, generation: int, load: Load) -> HeartbeatAction:
         reply = self._call(

@@ -103,7 +103,6 @@ class Index:
         self._sources_by_digest: dict[str, list[SourceRef]] = {}
         self._conflicted_sources: set[tuple[str, str]] = set()
         self._bad: dict[tuple[str, str], BadMark] = {}
-        self._bad_reports_total = 0
         self._holding_count = 0
         self._bytes_held = 0
 
@@ -111,7 +110,6 @@ class Index:
 
     def restore_agent(self, info: AgentInfo, bad_reports: int = 0) -> None:
         self._agents[info.agent_id] = _Agent(info=info, registered=False, bad_reports=bad_reports)
-        self._bad_reports_total += bad_reports
 
     def restore_ban(self, agent_id: str) -> None:
         self._banned.add(agent_id)
@@ -157,7 +155,9 @@ class Index:
         return HeartbeatAction.NONE
 
     def leave(self, agent_id: str) -> None:
-        agent = self._registered(agent_id)
+        self._retire(self._registered(agent_id))
+
+    def _retire(self, agent: _Agent) -> None:
         self._drop_holdings(agent)
         agent.registered = False
         agent.last_seen = None
@@ -165,14 +165,18 @@ class Index:
         agent.load = Load()
 
     def evict(self, agent_id: str, *, ban: bool) -> EvictOutcome:
+        """Withdraws an agent's holdings and forgets it; a banned agent stays listed, as
+        banned, so that an administrator can see whom to unban. An agent not seen yet may
+        be banned too."""
         agent = self._agents.get(agent_id)
         if agent is None and not ban:
             raise NotFound(f"no agent {agent_id}")
         removed = 0
         if agent is not None:
             removed = len(agent.holdings)
-            self._drop_holdings(agent)
-            del self._agents[agent_id]
+            self._retire(agent)
+            if not ban:
+                del self._agents[agent_id]
         cleared = tuple(key for key in self._bad if key[0] == agent_id)
         for key in cleared:
             del self._bad[key]
@@ -243,13 +247,19 @@ class Index:
             if digest in incoming:
                 raise InvalidArgument(f"removed_sha256s[{i}]: {digest} is also in holdings")
 
-        withdrawn = [d for d in agent.holdings if d not in incoming] if full else list(removed)
-        cleared: list[tuple[str, str]] = []
+        if full:
+            withdrawn = [d for d in agent.holdings if d not in incoming]
+            # A snapshot is the agent's whole truth: content it no longer holds loses its
+            # mark even when the holding itself went earlier, with a re-registration.
+            unmarked = [key for key in self._bad if key[0] == agent_id and key[1] not in incoming]
+        else:
+            withdrawn = list(removed)
+            unmarked = [(agent_id, d) for d in removed if (agent_id, d) in self._bad]
         for digest in withdrawn:
-            if self._remove_holding(agent, digest):
-                key = (agent_id, digest)
-                if self._bad.pop(key, None) is not None:
-                    cleared.append(key)
+            self._remove_holding(agent, digest)
+        for key in unmarked:
+            del self._bad[key]
+        cleared = unmarked
         for holding in incoming.values():
             self._put_holding(agent, holding)
         agent.generation = generation
@@ -339,8 +349,9 @@ class Index:
         self._manifests[manifest.sha256] = manifest
         return True
 
-    def has_manifest(self, sha256: str) -> bool:
-        return sha256 in self._manifests
+    def forget_manifest(self, sha256: str) -> None:
+        """Undoes add_manifest, for a manifest the store failed to keep."""
+        self._manifests.pop(sha256, None)
 
     def add_source(self, source: SourceRef, sha256: str) -> bool:
         """Maps a URL at a validator to content; False when already mapped so.
@@ -398,7 +409,6 @@ class Index:
         mark = BadMark(holder, sha256, (old.reports if old else 0) + 1, reason)
         self._bad[key] = mark
         agent.bad_reports += 1
-        self._bad_reports_total += 1
         return mark, agent.bad_reports
 
     # ----------------------------------------------------------------- queries
@@ -414,15 +424,24 @@ class Index:
         chosen = policy or self.default_policy
         limit = min(max_holders, MAX_HOLDERS_HANDED_OUT)
         matches = []
+        cutoff = self._clock() - self.ttl
         for digest in self._resolve(query):
-            candidates = [
+            candidates = []
+            for agent_id, holding in self._holders.get(digest, {}).items():
+                agent = self._agents[agent_id]
+                if (
+                    agent_id != requester
+                    and agent.registered
+                    and agent.last_seen is not None
+                    and agent.last_seen >= cutoff
+                    and (agent_id, digest) not in self._bad
+                ):
+                    candidates.append((agent, holding))
+            order = chosen.order([agent.load.active_uploads for agent, _ in candidates], self._rng)
+            holders = tuple(
                 HolderView(agent.info, holding, agent.load)
-                for agent_id, holding in self._holders.get(digest, {}).items()
-                if agent_id != requester
-                and (agent_id, digest) not in self._bad
-                and self._live(agent := self._agents[agent_id])
-            ]
-            holders = tuple(chosen.order(candidates, self._rng)[:limit])
+                for agent, holding in (candidates[i] for i in order[:limit])
+            )
             manifest = self._manifests.get(digest)
             matches.append(
                 ContentMatch(digest, self._size_of(digest), manifest, self._names_of(digest), holders)
@@ -517,16 +536,17 @@ class Index:
 
     def stats(self) -> Stats:
         live = sum(1 for agent in self._agents.values() if self._live(agent))
+        banned_known = sum(1 for agent_id in self._agents if agent_id in self._banned)
         return Stats(
             live_agents=live,
-            dead_agents=len(self._agents) - live,
+            dead_agents=len(self._agents) - live - banned_known,
             banned_agents=len(self._banned),
             distinct_files=len(self._holders),
             holdings=self._holding_count,
             bytes_held=self._bytes_held,
             manifests=len(self._manifests),
             sources=len(self._sources),
-            bad_source_reports=self._bad_reports_total,
+            bad_source_reports=sum(agent.bad_reports for agent in self._agents.values()),
         )
 
     def manifests(self, digests: Iterable[str]) -> dict[str, Manifest]:

@@ -34,6 +34,7 @@ MAX_REASON_LEN = 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _AGENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):(\d{1,5})")
 
 
 def piece_size_for(size: int) -> int:
@@ -98,6 +99,14 @@ def check_http_url(value: str, what: str = "url") -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
         raise InvalidArgument(f"{what}: {_shown(value)} is not an http(s) URL with a host")
     return value
+
+
+def split_host_port(value: str, what: str = "address") -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) into the host, without brackets, and the port."""
+    match = _HOST_PORT.fullmatch(value)
+    if not match or int(match.group(2)) > 65535:
+        raise InvalidArgument(f"{what}: {_shown(value)} is not HOST:PORT")
+    return match.group(1).strip("[]"), int(match.group(2))
 
 
 def _shown(value: str) -> str:

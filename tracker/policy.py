@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tracker.errors import InvalidArgument
-from tracker.model import HolderView
 
 
 class HandoutPolicy(Protocol):
     name: str
 
-    def order(self, holders: Sequence[HolderView], rng: random.Random) -> list[HolderView]: ...
+    def order(self, uploads: Sequence[int], rng: random.Random) -> list[int]:
+        """Given each holder's active uploads, the holders' positions in hand-out order."""
+        ...
 
 
 class LeastLoaded:
@@ -26,10 +27,10 @@ class LeastLoaded:
 
     name = "least-loaded"
 
-    def order(self, holders: Sequence[HolderView], rng: random.Random) -> list[HolderView]:
-        keyed = [(h.load.active_uploads, rng.random(), i) for i, h in enumerate(holders)]
+    def order(self, uploads: Sequence[int], rng: random.Random) -> list[int]:
+        keyed = [(load, rng.random(), i) for i, load in enumerate(uploads)]
         keyed.sort()
-        return [holders[i] for _, _, i in keyed]
+        return [i for _, _, i in keyed]
 
 
 class Shuffled:
@@ -37,10 +38,10 @@ class Shuffled:
 
     name = "random"
 
-    def order(self, holders: Sequence[HolderView], rng: random.Random) -> list[HolderView]:
-        ordered = list(holders)
-        rng.shuffle(ordered)
-        return ordered
+    def order(self, uploads: Sequence[int], rng: random.Random) -> list[int]:
+        positions = list(range(len(uploads)))
+        rng.shuffle(positions)
+        return positions
 
 
 _POLICIES: dict[str, Callable[[], HandoutPolicy]] = {

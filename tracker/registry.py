@@ -120,10 +120,14 @@ class Registry:
     def publish_manifest(self, agent_id: str, manifest: Manifest) -> bool:
         with self._lock:
             self._index.require_registered(agent_id)
-            if self._index.has_manifest(manifest.sha256):
-                return self._index.add_manifest(manifest)
-            self._store.save_manifest(manifest)
-            return self._index.add_manifest(manifest)
+            created = self._index.add_manifest(manifest)
+            if created:
+                try:
+                    self._store.save_manifest(manifest)
+                except StoreError:
+                    self._index.forget_manifest(manifest.sha256)
+                    raise
+            return created
 
     def publish_source(self, agent_id: str, source: SourceRef, sha256: str) -> bool:
         check_sha256(sha256)

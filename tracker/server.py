@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,9 +16,9 @@ from pathlib import Path
 import grpc
 
 from lanpeer.v1 import admin_pb2_grpc, tracker_pb2_grpc
-from tracker.auth import TokenInterceptor
 from tracker.errors import TrackerError
 from tracker.index import Index
+from tracker.model import split_host_port
 from tracker.policy import DEFAULT_POLICY, policy_named
 from tracker.registry import Registry
 from tracker.service import TrackerAdminServicer, TrackerServicer
@@ -48,6 +50,30 @@ class TrackerConfig:
         policy_named(self.handout_policy)
 
 
+class _AddressTaken(Exception):
+    pass
+
+
+def _check_free(address: str) -> None:
+    """Binds the address once with a plain socket, so that a busy or foreign address gets
+    the system's own reason rather than gRPC's generic "Failed to bind"."""
+    host, port = split_host_port(address, "listen")
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise _AddressTaken(f"{host!r} does not resolve ({exc.strerror})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise _AddressTaken(reason) from None
+
+
 class TrackerServer:
     """A running tracker. `port` is the bound port (useful with port 0)."""
 
@@ -66,18 +92,18 @@ class TrackerServer:
             rng=rng,
         )
         self.registry = Registry(index, Store(config.db))
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=config.workers, thread_name_prefix="tracker-rpc"
+        )
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="tracker-rpc"),
-            interceptors=[
-                TokenInterceptor(cluster_token=config.cluster_token, admin_token=config.admin_token)
-            ],
+            self._executor,
             options=(*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)),
         )
         tracker_pb2_grpc.add_TrackerServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            TrackerServicer(self.registry), self._server
+            TrackerServicer(self.registry, config.cluster_token), self._server
         )
         admin_pb2_grpc.add_TrackerAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            TrackerAdminServicer(self.registry), self._server
+            TrackerAdminServicer(self.registry, config.admin_token), self._server
         )
         self.port = self._bind()
         self._stopped = threading.Event()
@@ -86,6 +112,7 @@ class TrackerServer:
     def _bind(self) -> int:
         address = self.config.listen
         try:
+            _check_free(address)
             if self.config.tls_cert is not None and self.config.tls_key is not None:
                 credentials = grpc.ssl_server_credentials(
                     [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())]
@@ -93,6 +120,9 @@ class TrackerServer:
                 port = self._server.add_secure_port(address, credentials)
             else:
                 port = self._server.add_insecure_port(address)
+        except _AddressTaken as exc:
+            self.registry.close()
+            raise TrackerError(f"cannot listen on {address}: {exc}") from None
         except OSError as exc:
             self.registry.close()
             raise TrackerError(f"cannot read the TLS key pair: {exc}") from exc
@@ -132,6 +162,7 @@ class TrackerServer:
         closes the store."""
         self._stopped.set()
         self._server.stop(grace).wait()
+        self._executor.shutdown(wait=True)
         if self._sweeper.is_alive():
             self._sweeper.join()
         self.registry.close()

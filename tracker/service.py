@@ -12,12 +12,14 @@ import grpc
 
 from lanpeer.v1 import admin_pb2, admin_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from tracker import wire
+from tracker.auth import check_token
 from tracker.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     TrackerError,
+    Unauthenticated,
 )
 from tracker.model import MAX_REASON_LEN, UrlQuery, check_agent_id, check_sha256, check_text
 from tracker.policy import policy_named
@@ -35,6 +37,7 @@ _CODES: tuple[tuple[type[TrackerError], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -51,12 +54,13 @@ Handler = Callable[[Any, Any, grpc.ServicerContext], R]
 
 
 def _rpc(method: Handler[R]) -> Handler[R]:
-    """Turns domain errors into status codes, and any other error into INTERNAL with a
-    logged traceback: a bad request never takes the server down."""
+    """Checks the caller's token, turns domain errors into status codes, and any other
+    error into INTERNAL with a logged traceback: a bad request never takes the server down."""
 
     @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> R:
+    def wrapper(self: _Servicer, request: Any, context: grpc.ServicerContext) -> R:
         try:
+            check_token(context.invocation_metadata(), self.token, self.token_kind)
             return method(self, request, context)
         except TrackerError as exc:
             if isinstance(exc, StoreError):
@@ -70,17 +74,25 @@ def _rpc(method: Handler[R]) -> Handler[R]:
     return wrapper
 
 
-class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+class _Servicer:
+    token: str | None
+    token_kind: str
 
-    def _interval(self) -> int:
-        return max(1, round(self._registry.heartbeat_interval))
+
+class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
+    token_kind = "cluster"
+
+    def __init__(self, registry: Registry, token: str | None) -> None:
+        self._registry = registry
+        self.token = token
+
+    def _interval_ms(self) -> int:
+        return max(1, round(self._registry.heartbeat_interval * 1000))
 
     @_rpc
     def Register(self, request: tracker_pb2.RegisterRequest, context: Any) -> tracker_pb2.RegisterResponse:
         self._registry.register(wire.agent_info_from_pb(request))
-        return tracker_pb2.RegisterResponse(heartbeat_interval_seconds=self._interval())
+        return tracker_pb2.RegisterResponse(heartbeat_interval_ms=self._interval_ms())
 
     @_rpc
     def Heartbeat(self, request: tracker_pb2.HeartbeatRequest, context: Any) -> tracker_pb2.HeartbeatResponse:
@@ -89,7 +101,7 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
             request.agent_id, request.generation, wire.load_from_pb(request.load)
         )
         return tracker_pb2.HeartbeatResponse(
-            action=wire.action_to_pb(action), heartbeat_interval_seconds=self._interval()
+            action=wire.action_to_pb(action), heartbeat_interval_ms=self._interval_ms()
         )
 
     @_rpc
@@ -167,9 +179,12 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
         return tracker_pb2.LeaveResponse()
 
 
-class TrackerAdminServicer(admin_pb2_grpc.TrackerAdminServiceServicer):
-    def __init__(self, registry: Registry) -> None:
+class TrackerAdminServicer(admin_pb2_grpc.TrackerAdminServiceServicer, _Servicer):
+    token_kind = "admin"
+
+    def __init__(self, registry: Registry, token: str | None) -> None:
         self._registry = registry
+        self.token = token
 
     @_rpc
     def ListAgents(self, request: admin_pb2.ListAgentsRequest, context: Any) -> admin_pb2.ListAgentsResponse:

@@ -138,10 +138,11 @@ class Store:
 
     def evict_agent(self, agent_id: str, *, ban: bool) -> None:
         with self._transaction() as db:
-            db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
             db.execute("DELETE FROM bad_marks WHERE holder_agent_id = ?", (agent_id,))
             if ban:
                 db.execute("INSERT OR IGNORE INTO bans (agent_id) VALUES (?)", (agent_id,))
+            else:
+                db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
 
     def unban(self, agent_id: str) -> None:
         with self._transaction() as db:

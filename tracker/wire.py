@@ -7,6 +7,7 @@ Decoding validates: a malformed message raises InvalidArgument naming the field.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from lanpeer.v1 import admin_pb2, common_pb2, tracker_pb2
@@ -45,6 +46,16 @@ MAX_SEND_BYTES = 32 * 1024 * 1024
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
     ("grpc.max_send_message_length", MAX_SEND_BYTES),
+)
+# Clients also keep their connections to themselves (gRPC otherwise shares them between
+# channels to the same address, and with them a failed connection's back-off), and try a
+# tracker that went away again within seconds rather than gRPC's default two minutes.
+CLIENT_CHANNEL_OPTIONS = (
+    *CHANNEL_OPTIONS,
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
 )
 
 # The most holdings or removals one SyncInventory may carry. Agents with more send a
@@ -193,8 +204,10 @@ def holder_to_pb(view: HolderView) -> tracker_pb2.Holder:
         hostname=view.agent.hostname,
         base_url=view.agent.base_url,
         complete=view.holding.complete,
-        load=load_to_pb(view.load),
     )
+    if view.load.active_uploads or view.load.active_downloads:
+        pb.load.active_uploads = view.load.active_uploads
+        pb.load.active_downloads = view.load.active_downloads
     if not view.holding.complete:
         pb.pieces.bitmap = view.holding.bitmap
     return pb
@@ -202,10 +215,22 @@ def holder_to_pb(view: HolderView) -> tracker_pb2.Holder:
 
 def holder_from_pb(pb: tracker_pb2.Holder, sha256: str, size: int, name: str) -> HolderView:
     return HolderView(
-        AgentInfo(pb.agent_id, pb.hostname, pb.base_url, ""),
-        Holding(sha256, size, name, pb.complete, pb.pieces.bitmap),
+        _agent_info(pb.agent_id, pb.hostname, pb.base_url),
+        _holding(sha256, size, name, pb.complete, pb.pieces.bitmap),
         load_from_pb(pb.load),
     )
+
+
+# A client decodes the same few agents and files over and over; validating each once is
+# enough, since the values are immutable.
+@functools.lru_cache(maxsize=4096)
+def _agent_info(agent_id: str, hostname: str, base_url: str) -> AgentInfo:
+    return AgentInfo(agent_id, hostname, base_url, "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _holding(sha256: str, size: int, name: str, complete: bool, bitmap: bytes) -> Holding:
+    return Holding(sha256, size, name, complete, bitmap)
 
 
 def match_to_pb(match: ContentMatch) -> tracker_pb2.ContentMatch:

@@ -32,10 +32,10 @@ class RegisterRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., base_url: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("heartbeat_interval_seconds",)
-    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    heartbeat_interval_seconds: int
-    def __init__(self, heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
+    __slots__ = ("heartbeat_interval_ms",)
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat_interval_ms: int
+    def __init__(self, heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Load(_message.Message):
     __slots__ = ("active_uploads", "active_downloads")
@@ -56,12 +56,12 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., generation: _Optional[int] = ..., load: _Optional[_Union[Load, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("action", "heartbeat_interval_seconds")
+    __slots__ = ("action", "heartbeat_interval_ms")
     ACTION_FIELD_NUMBER: _ClassVar[int]
-    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     action: HeartbeatAction
-    heartbeat_interval_seconds: int
-    def __init__(self, action: _Optional[_Union[HeartbeatAction, str]] = ..., heartbeat_interval_seconds: _Optional[int] = ...) -> None: ...
+    heartbeat_interval_ms: int
+    def __init__(self, action: _Optional[_Union[HeartbeatAction, str]] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Holding(_message.Message):
     __slots__ = ("sha256", "size", "name", "complete", "pieces")

@@ -1,0 +1,152 @@
+"""Wiring of the agent daemon: inventory, range server and reporter, started and stopped
+in the right order."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import secrets
+import socket
+from pathlib import Path
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.errors import AgentError, ConfigError
+from agent.hashcache import HashCache
+from agent.inventory import Inventory
+from agent.rangeserver import RangeServer, RangeServerConfig
+from agent.reporter import Reporter
+from tracker.client import TrackerClient
+from tracker.errors import InvalidArgument, TrackerError
+from tracker.model import AgentInfo, Load, check_agent_id, check_http_url, split_host_port
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def load_agent_id(state_dir: Path) -> str:
+    """This machine's agent id, made once and kept in the state directory."""
+    path = state_dir / "agent-id"
+    try:
+        agent_id = path.read_text().strip()
+        check_agent_id(agent_id)
+        return agent_id
+    except FileNotFoundError:
+        pass
+    except (OSError, InvalidArgument) as exc:
+        raise AgentError(
+            f"{path} does not hold a valid agent id ({exc}); delete it to make a new one"
+        ) from exc
+    agent_id = f"{socket.gethostname().split('.')[0][:40]}-{secrets.token_hex(4)}"
+    agent_id = "".join(c if c.isalnum() or c in "._-" else "-" for c in agent_id)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(agent_id + "\n")
+    tmp.replace(path)
+    return agent_id
+
+
+def lan_address(toward: str | None) -> str:
+    """The address peers can reach this machine at: the one it uses to reach the tracker,
+    else the one its host name resolves to, else loopback. Connecting a UDP socket sends
+    nothing; it only asks the kernel for a route."""
+    if toward is not None:
+        host, port = split_host_port(toward, "tracker")
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((host or "127.0.0.1", port))
+                return str(probe.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    except (OSError, ValueError):
+        pass
+    return "127.0.0.1"
+
+
+def advertised_url(config: AgentConfig, port: int) -> str:
+    if config.advertise_url:
+        try:
+            return check_http_url(config.advertise_url, "advertise_url").rstrip("/")
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
+    host, _ = split_host_port(config.listen, "listen")
+    if host in ("", "0.0.0.0", "::"):
+        host = lan_address(config.tracker)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Daemon:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgentError(
+                f"cannot create the state directory {config.state_dir}: {exc.strerror}"
+            ) from None
+        self.agent_id = load_agent_id(config.state_dir)
+        self.cache = HashCache(config.state_dir / "hashcache.db")
+        self.inventory = Inventory(config.shares, self.cache, rescan_interval=config.rescan_interval)
+        host, port = split_host_port(config.listen, "listen")
+        self.server = RangeServer(
+            RangeServerConfig(
+                host=host,
+                port=port,
+                token=config.token,
+                max_uploads=config.max_uploads,
+                upload_limit=config.upload_limit,
+            ),
+            self.inventory,
+        )
+        self.reporter: Reporter | None = None
+        self.base_url = ""
+
+    def load(self) -> Load:
+        return Load(active_uploads=self.server.active_uploads)
+
+    def start(self) -> None:
+        try:
+            self.server.start()
+        except OSError as exc:
+            reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise AgentError(f"cannot listen on {self.config.listen}: {reason}") from None
+        self.base_url = advertised_url(self.config, self.server.port)
+        log.info(
+            "agent %s serving %s at %s",
+            self.agent_id,
+            ", ".join(str(r) for r in self.inventory.roots),
+            self.base_url,
+        )
+        self.inventory.start()
+        if self.config.tracker is None:
+            log.warning("no tracker configured: serving, but no peer will learn of this machine")
+            return
+        try:
+            client = TrackerClient(
+                self.config.tracker, token=self.config.token, tls_ca=self.config.tracker_tls_ca, timeout=5.0
+            )
+            hostname = socket.gethostname()[:255] or "unknown"
+            info = AgentInfo(self.agent_id, hostname, self.base_url, __version__)
+        except (TrackerError, InvalidArgument) as exc:
+            self.stop()
+            raise AgentError(str(exc)) from None
+        self.reporter = Reporter(client, info, self.inventory, self.load)
+        self.reporter.start()
+
+    def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Tells the tracker first, so no peer is sent here any more, then lets uploads
+        under way finish within `grace` seconds."""
+        if self.reporter is not None:
+            self.reporter.stop(leave=True)
+        self.server.stop(grace)
+        self.inventory.stop()
+        self.cache.close()
+        log.info("agent stopped")
