@@ -1,21 +1,30 @@
-"""lanpeer-agent: the daemon that shares this machine's files with its peers."""
+"""lanpeer-agent: the daemon that shares this machine's files with its peers, and `get`,
+which fetches files from them."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
+
 from agent import __version__
 from agent.config import DEFAULT_LISTEN, AgentConfig, default_state_dir, load_file
-from agent.daemon import Daemon
+from agent.daemon import Daemon, existing_agent_id
 from agent.errors import AgentError
+from agent.get import AlreadyThere, GetRequest, ProgressBar, get, print_result
+from agent.localapi import SOCKET_NAME, LocalApiClient
+from agent.planner import POLICY_NAMES, Policy
 from agent.ranges import parse_rate
 from tracker.auth import read_token
 from tracker.errors import TrackerError
 from tracker.process import configure_logging, run_command, run_until_signalled
+from tracker.render import human_size
 
 PROG = "lanpeer-agent"
 
@@ -57,6 +66,93 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(args)
     configure_logging(config.log_level)
     return run_until_signalled(Daemon(config), PROG)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    configure_logging("debug" if args.verbose else "warning")
+    token = read_token(args.token_file, "LANPEER_TOKEN")
+    state_dir = args.state_dir or default_state_dir()
+    request = GetRequest(
+        source=args.source,
+        output=args.output,
+        sha256=args.sha256,
+        tracker=args.tracker,
+        token=token,
+        tracker_tls_ca=args.tracker_tls_ca,
+        agent_id=existing_agent_id(state_dir),
+        connections=args.connections,
+        use_origin=not args.no_origin,
+        force=args.force,
+        policy=Policy(args.policy),
+    )
+    bar = ProgressBar(sys.stderr, enabled=not (args.quiet or args.json))
+    daemon = None if args.no_daemon else LocalApiClient(state_dir / SOCKET_NAME)
+    try:
+        if daemon is not None and daemon.reachable():
+            # The daemon fetches, then serves the file and reports it to the tracker.
+            request = dataclasses.replace(request, output=(args.output or Path.cwd()).absolute())
+            summary = daemon.get(request, bar.update)
+        else:
+            summary = get(request, bar.update).summary
+    except AlreadyThere as exc:
+        if not args.quiet:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+        return 0
+    finally:
+        bar.close()
+        if daemon is not None:
+            daemon.close()
+    print_result(summary, as_json=args.json, quiet=args.quiet)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or default_state_dir()
+    client = LocalApiClient(state_dir / SOCKET_NAME)
+    try:
+        if not client.reachable():
+            raise AgentError(
+                f"no agent daemon answers on {state_dir / SOCKET_NAME}; is 'lanpeer-agent run' running?"
+            )
+        s = client.status()
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(MessageToDict(s, preserving_proto_field_name=True), indent=2, sort_keys=True))
+        return 0
+    tracker = "none configured"
+    if s.tracker:
+        tracker = f"{s.tracker} ({'connected' if s.tracker_connected else 'not reachable'})"
+    rows = [
+        ("agent", f"{s.agent_id} (lanpeer {s.version})"),
+        ("serving at", s.base_url),
+        ("shares", ", ".join(s.shares)),
+        ("files", f"{s.files} ({human_size(s.bytes_held)})"),
+        ("uploads", f"{s.active_uploads} active, {human_size(s.bytes_served)} served"),
+        ("tracker", tracker),
+        ("downloads", str(len(s.downloads)) if s.downloads else "none"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+    for d in s.downloads:
+        done = (
+            f"{human_size(d.progress.done_bytes)} of {human_size(d.progress.size)}"
+            if d.progress.size
+            else "starting"
+        )
+        print(f"  {d.source} -> {d.output}: {done}")
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 256:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 1 to 256")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +214,78 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, metavar="F", help="read settings from this TOML file; flags win")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(handler=cmd_run)
+
+    get_ = commands.add_parser(
+        "get",
+        help="fetch a file from the peers that hold it and the origin",
+        description="Fetch a file: its pieces come from the machines that hold it, and from the "
+        "origin only for what no peer can give. Every piece is verified; an interrupted download "
+        "resumes where it stopped.",
+    )
+    get_.add_argument("source", metavar="SOURCE", help="an http(s) URL, sha256:HEX or name:NAME")
+    get_.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="where to put the file (default: its name, in the current directory)",
+    )
+    get_.add_argument(
+        "--sha256",
+        metavar="HEX",
+        help="the digest the file must have; lets peers serve a URL while its origin is down",
+    )
+    get_.add_argument("--tracker", metavar="HOST:PORT", help="the tracker that knows which peers hold what")
+    get_.add_argument(
+        "--connections",
+        type=_positive,
+        default=16,
+        metavar="N",
+        help="parallel range requests in all (default: %(default)s)",
+    )
+    get_.add_argument("--no-origin", action="store_true", help="fetch from peers only")
+    get_.add_argument("--force", action="store_true", help="replace a different file already at PATH")
+    get_.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        default=Policy.PEERS_FIRST.value,
+        help="peers-first: the origin only for what peers cannot give (default); fastest: every source alike",
+    )
+    get_.add_argument("--token-file", type=Path, metavar="F", help="the cluster token (or set LANPEER_TOKEN)")
+    get_.add_argument(
+        "--tracker-tls-ca",
+        type=Path,
+        metavar="F",
+        help="talk TLS to the tracker, trusting this CA certificate (PEM)",
+    )
+    get_.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="the agent's state directory, for its id when reporting bad peers",
+    )
+    get_.add_argument(
+        "--no-daemon", action="store_true", help="fetch in this process even when a local daemon runs"
+    )
+    get_.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    get_.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    get_.add_argument("--verbose", action="store_true", help="log what happens, piece by piece")
+    get_.set_defaults(handler=cmd_get)
+
+    status = commands.add_parser(
+        "status",
+        help="show what the local daemon shares, serves and fetches",
+        description="Ask the local agent daemon what it shares, serves and fetches, and whether it "
+        "reaches its tracker.",
+    )
+    status.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"the daemon's state directory (default: {default_state_dir()})",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(handler=cmd_status)
     return parser
 
 

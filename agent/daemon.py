@@ -3,18 +3,24 @@ in the right order."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
 import secrets
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.download import Progress, Summary
 from agent.errors import AgentError, ConfigError
+from agent.get import GetRequest, get
 from agent.hashcache import HashCache
 from agent.inventory import Inventory
+from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer
 from agent.rangeserver import RangeServer, RangeServerConfig
 from agent.reporter import Reporter
 from tracker.client import TrackerClient
@@ -45,6 +51,15 @@ def load_agent_id(state_dir: Path) -> str:
     tmp.write_text(agent_id + "\n")
     tmp.replace(path)
     return agent_id
+
+
+def existing_agent_id(state_dir: Path) -> str:
+    """This machine's agent id if a daemon ever ran with this state directory, else ""."""
+    try:
+        agent_id = (state_dir / "agent-id").read_text().strip()
+        return check_agent_id(agent_id)
+    except (OSError, InvalidArgument):
+        return ""
 
 
 def lan_address(toward: str | None) -> str:
@@ -94,7 +109,12 @@ class Daemon:
             ) from None
         self.agent_id = load_agent_id(config.state_dir)
         self.cache = HashCache(config.state_dir / "hashcache.db")
-        self.inventory = Inventory(config.shares, self.cache, rescan_interval=config.rescan_interval)
+        self.inventory = Inventory(
+            config.shares,
+            self.cache,
+            rescan_interval=config.rescan_interval,
+            adopted_list=config.state_dir / "fetched.json",
+        )
         host, port = split_host_port(config.listen, "listen")
         self.server = RangeServer(
             RangeServerConfig(
@@ -108,6 +128,10 @@ class Daemon:
         )
         self.reporter: Reporter | None = None
         self.base_url = ""
+        self.api = LocalApiServer(self, config.state_dir / SOCKET_NAME)
+        self._downloads: dict[int, DownloadView] = {}
+        self._downloads_lock = threading.Lock()
+        self._next_download = 0
 
     def load(self) -> Load:
         return Load(active_uploads=self.server.active_uploads)
@@ -126,6 +150,7 @@ class Daemon:
             self.base_url,
         )
         self.inventory.start()
+        self.api.start()
         if self.config.tracker is None:
             log.warning("no tracker configured: serving, but no peer will learn of this machine")
             return
@@ -144,9 +169,64 @@ class Daemon:
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Tells the tracker first, so no peer is sent here any more, then lets uploads
         under way finish within `grace` seconds."""
+        self.api.stop()
         if self.reporter is not None:
             self.reporter.stop(leave=True)
         self.server.stop(grace)
         self.inventory.stop()
         self.cache.close()
         log.info("agent stopped")
+
+    # ----------------------------------------------------------------- the local API
+
+    def fetch(
+        self, request: GetRequest, on_progress: Callable[[Progress], None], cancelled: threading.Event
+    ) -> Summary:
+        """Runs a download for `lanpeer-agent get`, then serves the file and tells the
+        tracker what it is, so the next machine gets it from here."""
+        request = dataclasses.replace(
+            request,
+            tracker=self.config.tracker,
+            token=self.config.token,
+            tracker_tls_ca=self.config.tracker_tls_ca,
+            agent_id=self.agent_id,
+        )
+        with self._downloads_lock:
+            key = self._next_download
+            self._next_download += 1
+            self._downloads[key] = DownloadView(request.source, str(request.output or ""), None)
+
+        def progress(p: Progress) -> None:
+            with self._downloads_lock:
+                self._downloads[key] = DownloadView(request.source, str(request.output or ""), p)
+            on_progress(p)
+
+        try:
+            fetched = get(request, progress, cancelled)
+        finally:
+            with self._downloads_lock:
+                del self._downloads[key]
+        summary = fetched.summary
+        if summary.manifest is not None:
+            self.inventory.adopt(summary.path, summary.manifest)
+            if self.reporter is not None:
+                self.reporter.publish(summary.manifest, fetched.source)
+        return summary
+
+    def status(self) -> AgentStatus:
+        _, holdings = self.inventory.snapshot()
+        with self._downloads_lock:
+            downloads = tuple(self._downloads.values())
+        return AgentStatus(
+            agent_id=self.agent_id,
+            version=__version__,
+            base_url=self.base_url,
+            shares=tuple(str(root) for root in self.inventory.roots),
+            files=len(holdings),
+            bytes_held=sum(h.size for h in holdings.values()),
+            active_uploads=self.server.active_uploads,
+            bytes_served=self.server.bytes_served,
+            tracker=self.config.tracker or "",
+            tracker_connected=self.reporter is not None and self.reporter.connected,
+            downloads=downloads,
+        )

@@ -12,6 +12,7 @@ file found changed is withdrawn at once and hashed again.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -27,7 +28,7 @@ from agent.manifest import ContentChanged, ManifestBuilder
 from agent.rangeserver import OpenBlob
 from tracker.errors import InvalidArgument
 from tracker.model import Holding, Manifest, check_name
-from tracker.render import human_size
+from tracker.render import human_size, plural
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Inventory:
         cache: HashCache,
         *,
         rescan_interval: float = 60.0,
+        adopted_list: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         roots = []
@@ -87,6 +89,9 @@ class Inventory:
         self.files_hashed = 0
         self.bytes_hashed = 0
         self.scans = 0
+        # Files fetched by this agent outside its shares, served too while unchanged.
+        self._adopted_list = adopted_list
+        self._adopted: set[Path] = self._load_adopted()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -165,6 +170,59 @@ class Inventory:
             return OpenBlob(sha256=sha256, size=shared.key.size, file=os.fdopen(fd, "rb"))
         return None
 
+    # ----------------------------------------------------------------- adopting
+
+    def adopt(self, path: Path, manifest: Manifest) -> None:
+        """Serves a file this agent has just fetched and verified, wherever it lies, for as
+        long as it stays unchanged."""
+        path = path.resolve()
+        st = os.stat(path)
+        key = key_of(st)
+        if not stat.S_ISREG(st.st_mode) or key.size != manifest.size:
+            log.warning("%s changed before it could be shared", path)
+            return
+        self._cache.put(key, manifest)
+        if not any(path.is_relative_to(root) for root in self.roots):
+            with self._lock:
+                self._adopted.add(path)
+                adopted = sorted(self._adopted)
+            self._save_adopted(adopted)
+        self._add(SharedFile(path, key, manifest))
+
+    def _load_adopted(self) -> set[Path]:
+        if self._adopted_list is None:
+            return set()
+        try:
+            return {Path(p) for p in json.loads(self._adopted_list.read_text()) if isinstance(p, str)}
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def _save_adopted(self, adopted: list[Path]) -> None:
+        if self._adopted_list is None:
+            return
+        tmp = self._adopted_list.with_suffix(".tmp")
+        tmp.write_text(json.dumps([str(p) for p in adopted]))
+        tmp.replace(self._adopted_list)
+
+    def _walk_adopted(self, seen: dict[Path, os.stat_result]) -> None:
+        with self._lock:
+            adopted = list(self._adopted)
+        gone = []
+        for path in adopted:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                gone.append(path)
+            else:
+                seen.setdefault(path, st)
+        if gone:
+            with self._lock:
+                self._adopted.difference_update(gone)
+                remaining = sorted(self._adopted)
+            self._save_adopted(remaining)
+
     # ----------------------------------------------------------------- changing
 
     def _add(self, shared: SharedFile) -> None:
@@ -205,6 +263,7 @@ class Inventory:
         for root in self.roots:
             for path, st in self._walk(root):
                 seen[path] = st
+        self._walk_adopted(seen)
         with self._lock:
             known = dict(self._files)
         withdrawn = 0
@@ -243,8 +302,8 @@ class Inventory:
         self.scans += 1
         if hashed or withdrawn or self.scans == 1:
             log.info(
-                "scan: %d files (%d hashed, %d from the cache, %d withdrawn) in %.1f s",
-                report.files,
+                "scan: %s (%d hashed, %d from the cache, %d withdrawn) in %.1f s",
+                plural(report.files, "file"),
                 report.hashed,
                 report.from_cache,
                 report.withdrawn,
@@ -277,7 +336,7 @@ class Inventory:
 
     def _hash_all(self, to_hash: list[tuple[Path, FileKey]]) -> tuple[int, int]:
         total_bytes = sum(key.size for _, key in to_hash)
-        log.info("hashing %d files (%s)", len(to_hash), human_size(total_bytes))
+        log.info("hashing %s (%s)", plural(len(to_hash), "file"), human_size(total_bytes))
         hashed = failed = done_bytes = 0
         last_report = self._clock()
         with ManifestBuilder() as builder:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent.inventory import Inventory
 from tracker.client import TrackerClient
 from tracker.errors import PermissionDenied, TrackerError, TrackerUnavailable
-from tracker.model import AgentInfo, HeartbeatAction, Holding, Load
+from tracker.model import AgentInfo, HeartbeatAction, Holding, Load, Manifest, SourceRef
 from tracker.wire import MAX_SYNC_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -213,3 +213,18 @@ class Reporter:
             if manifest.piece_count > 1:
                 self._client.publish_manifest(self._info.agent_id, manifest)
             self._published.add(digest)
+
+    def publish(self, manifest: Manifest, source: SourceRef | None) -> None:
+        """Publishes content this agent has just fetched and verified: its manifest and
+        the origin URL and validator it came from. Failures are logged, not raised: the
+        next machine then fetches from the origin."""
+        if not self._registered:
+            return
+        try:
+            if manifest.piece_count > 1:
+                self._client.publish_manifest(self._info.agent_id, manifest)
+                self._published.add(manifest.sha256)
+            if source is not None:
+                self._client.publish_source(self._info.agent_id, source, manifest.sha256)
+        except TrackerError as exc:
+            log.warning("could not publish %s to the tracker: %s", manifest.sha256[:12], exc)

@@ -16,6 +16,10 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def human_age(seconds: float | None) -> str:
     if seconds is None:
         return "never"

@@ -8,9 +8,10 @@ import contextlib
 import gc
 import os
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 import grpc
 import pytest
 
+from agent.config import AgentConfig
+from agent.daemon import Daemon
 from lanpeer.v1 import admin_pb2_grpc, tracker_pb2_grpc
 from tests.integration.helpers import Agent, agent_info
+from tests.integration.origin import Origin, start_origin
 from tracker.client import AdminClient, TrackerClient
 from tracker.server import TrackerConfig, TrackerServer
 
@@ -251,3 +255,40 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 def other_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     """Another self-signed certificate: a CA the tracker's certificate does not chain to."""
     return _self_signed(tmp_path_factory.mktemp("other-tls"))
+
+
+# ----------------------------------------------------------------------------- agents and origins
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Path:
+    root = tmp_path / "share"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., Daemon]]:
+    """Starts in-process agent daemons; each gets a short state directory of its own (its
+    unix socket path must stay under the kernel's 108 bytes)."""
+    started: list[Daemon] = []
+    with tempfile.TemporaryDirectory(prefix="lp-", dir="/tmp") as states:
+
+        def start(**settings: Any) -> Daemon:
+            settings.setdefault("state_dir", Path(states) / f"a{len(started)}")
+            settings.setdefault("listen", "127.0.0.1:0")
+            settings.setdefault("rescan_interval", 0.2)
+            daemon = Daemon(AgentConfig(**settings))
+            daemon.start()
+            started.append(daemon)
+            return daemon
+
+        yield start
+        for daemon in started:
+            daemon.stop(grace=1.0)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    with start_origin() as running:
+        yield running

@@ -6,8 +6,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from tracker.client import AdminClient, TrackerClient
 from tracker.model import (
@@ -165,3 +169,14 @@ def _unordered(matches: list[ContentMatch]) -> list[Any]:
         (m.sha256, m.size, m.manifest, m.names, sorted(m.holders, key=lambda h: h.agent.agent_id))
         for m in matches
     ]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from agent.config import AgentConfig
 from agent.daemon import Daemon
 from tests.integration.conftest import Trackers
+from tests.integration.helpers import eventually
 from tracker.client import AdminClient
 from tracker.model import DigestQuery, MiB, NameQuery
 
@@ -29,17 +30,6 @@ TOKEN = "s3cret-cluster-token"
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def get(base_url: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -51,31 +41,6 @@ def get(base_url: str, path: str, headers: dict[str, str] | None = None) -> tupl
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def share(tmp_path: Path) -> Path:
-    root = tmp_path / "share"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(**settings: Any) -> Daemon:
-        settings.setdefault("state_dir", tmp_path / f"agent-state-{len(started)}")
-        settings.setdefault("listen", "127.0.0.1:0")
-        settings.setdefault("rescan_interval", 0.2)
-        daemon = Daemon(AgentConfig(**settings))
-        daemon.start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop(grace=1.0)
 
 
 def live_ids(admin: AdminClient) -> set[str]:

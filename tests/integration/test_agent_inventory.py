@@ -28,13 +28,6 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def share(tmp_path: Path) -> Path:
-    root = tmp_path / "share"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def cache(tmp_path: Path):
     c = HashCache(tmp_path / "state" / "hashcache.db")
     yield c

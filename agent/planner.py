@@ -1,0 +1,382 @@
+"""The download planner: which piece to fetch from which source, and what to do when a
+source is slow, busy, broken or lying.
+
+It is pure bookkeeping. It opens no socket and starts no thread: the download loop asks it
+for assignments, does the I/O, and feeds each outcome back as an event (done, failed). Time
+comes in as an argument, so tests drive it with a fake clock.
+
+Sources pull work: whenever a source has a free connection it gets the next piece, so fast
+sources do more of the file (work stealing, not a fixed split). A piece in flight for much
+longer than pieces usually take is "slow" and may be fetched again elsewhere; whichever
+copy lands first wins. When no piece is left to start, the pieces still in flight are
+duplicated (end-game), so one slow source cannot hold up the finish.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tracker.model import bitmap_has
+
+
+class SourceKind(enum.Enum):
+    PEER = "peer"
+    ORIGIN = "origin"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A place bytes can come from: a peer (with the pieces in `bitmap`, or all when it is
+    None) or the origin (all pieces)."""
+
+    id: str
+    kind: SourceKind
+    connections: int
+    bitmap: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError("a source needs at least one connection")
+        if self.kind is SourceKind.ORIGIN and self.bitmap is not None:
+            raise ValueError("the origin has every piece")
+
+    def has(self, piece: int) -> bool:
+        return self.bitmap is None or bitmap_has(self.bitmap, piece)
+
+
+class Failure(enum.Enum):
+    BUSY = "busy"  # 503: try again after its Retry-After.
+    UNREACHABLE = "unreachable"  # Connection refused, reset or timed out.
+    FAILED = "failed"  # Any other error answer.
+    MISSING = "missing"  # 404: it does not hold the content (any more).
+    CORRUPT = "corrupt"  # The bytes failed their hash: never use it again.
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How many more failures a source may have, and how long to wait after the next one.
+    Immutable: `spend()` returns the budget left after one more failure, or None."""
+
+    attempts: int = 4
+    delay: float = 0.5
+    max_delay: float = 8.0
+
+    def spend(self) -> RetryBudget | None:
+        if self.attempts <= 1:
+            return None
+        return RetryBudget(self.attempts - 1, min(self.delay * 2, self.max_delay), self.max_delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    id: int
+    source: str
+    piece: int
+    duplicate: bool
+
+
+class Policy(enum.Enum):
+    # Peers first; the origin only for pieces no usable peer holds, and for pieces that
+    # are slow everywhere else, so the origin serves as few bytes as possible.
+    PEERS_FIRST = "peers-first"
+    # Every source alike, the origin included: the fastest finish, at the origin's expense.
+    FASTEST = "fastest"
+
+
+POLICY_NAMES = tuple(p.value for p in Policy)
+
+
+@dataclass(slots=True)
+class _SourceState:
+    source: Source
+    budget: RetryBudget
+    active: int = 0
+    not_before: float = 0.0
+    dropped: str | None = None
+    bytes: int = 0
+    pieces_done: int = 0
+    # Seconds per byte over its recent pieces, for ordering sources fastest first.
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=8))
+
+    @property
+    def usable(self) -> bool:
+        return self.dropped is None
+
+    def seconds_per_byte(self) -> float:
+        return statistics.fmean(self.recent) if self.recent else 0.0
+
+
+@dataclass(slots=True)
+class _Flight:
+    assignment: Assignment
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a `done` or `failed` event changed."""
+
+    # Other fetches of the same piece still running: their result no longer matters.
+    superseded: tuple[int, ...] = ()
+    # Set when the event dropped its source for good.
+    dropped: str | None = None
+
+
+class NoSourceLeft(Exception):
+    def __init__(self, pieces: list[int]) -> None:
+        shown = ", ".join(str(p) for p in pieces[:10]) + (" ..." if len(pieces) > 10 else "")
+        super().__init__(f"no source left for {len(pieces)} pieces ({shown})")
+        self.pieces = pieces
+
+
+class Planner:
+    def __init__(
+        self,
+        piece_sizes: list[int],
+        *,
+        connections: int,
+        policy: Policy = Policy.PEERS_FIRST,
+        have: Iterable[int] = (),
+        rng: random.Random | None = None,
+        slow_factor: float = 4.0,
+        min_slow_seconds: float = 2.0,
+        max_copies: int = 2,
+        budget: RetryBudget = RetryBudget(),
+    ) -> None:
+        if connections < 1:
+            raise ValueError("at least one connection")
+        self._sizes = piece_sizes
+        self._done = [False] * len(piece_sizes)
+        for piece in have:
+            self._done[piece] = True
+        self._left = self._done.count(False)
+        self._connections = connections
+        self._policy = policy
+        self._rng = rng or random.Random()
+        self._slow_factor = slow_factor
+        self._min_slow = min_slow_seconds
+        self._max_copies = max_copies
+        self._budget = budget
+        self._sources: dict[str, _SourceState] = {}
+        self._flights: dict[int, _Flight] = {}
+        self._by_piece: dict[int, set[int]] = {}
+        self._availability = [0] * len(piece_sizes)
+        self._durations: deque[float] = deque(maxlen=32)
+        self._next_id = 0
+        self.refetched = 0
+
+    # ----------------------------------------------------------------- sources
+
+    def add_source(self, source: Source) -> None:
+        if source.id in self._sources:
+            raise ValueError(f"source {source.id} already added")
+        self._sources[source.id] = _SourceState(source, self._budget)
+        self._count(source, +1)
+
+    def _count(self, source: Source, step: int) -> None:
+        if source.kind is not SourceKind.PEER:
+            return
+        for piece in range(len(self._sizes)):
+            if source.has(piece):
+                self._availability[piece] += step
+
+    def _drop(self, state: _SourceState, why: str) -> None:
+        if state.dropped is None:
+            state.dropped = why
+            self._count(state.source, -1)
+
+    @property
+    def finished(self) -> bool:
+        return self._left == 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    def pieces_done(self) -> int:
+        return len(self._sizes) - self._left
+
+    def bytes_by_kind(self) -> dict[SourceKind, int]:
+        totals = dict.fromkeys(SourceKind, 0)
+        for state in self._sources.values():
+            totals[state.source.kind] += state.bytes
+        return totals
+
+    def pieces_from(self, source_id: str) -> int:
+        return self._sources[source_id].pieces_done
+
+    def sources_used(self) -> list[str]:
+        return [s.source.id for s in self._sources.values() if s.pieces_done]
+
+    def dropped(self) -> dict[str, str]:
+        return {s.source.id: s.dropped for s in self._sources.values() if s.dropped is not None}
+
+    # ----------------------------------------------------------------- planning
+
+    def assign(self, now: float) -> list[Assignment]:
+        """Fills free connections, fastest sources first, one piece per source per round."""
+        made: list[Assignment] = []
+        ready = [
+            s
+            for s in self._sources.values()
+            if s.usable and s.not_before <= now and s.active < s.source.connections
+        ]
+        ready.sort(key=lambda s: (s.source.kind is SourceKind.ORIGIN, s.seconds_per_byte()))
+        progress = True
+        while progress and len(self._flights) < self._connections:
+            progress = False
+            for state in ready:
+                if len(self._flights) >= self._connections:
+                    break
+                if state.active >= state.source.connections:
+                    continue
+                assignment = self._pick(state, now)
+                if assignment is not None:
+                    made.append(assignment)
+                    progress = True
+        return made
+
+    def _pick(self, state: _SourceState, now: float) -> Assignment | None:
+        piece = self._fresh_piece(state)
+        duplicate = False
+        if piece is None:
+            piece = self._duplicate_piece(state, now)
+            duplicate = piece is not None
+        if piece is None:
+            return None
+        assignment = Assignment(self._next_id, state.source.id, piece, duplicate)
+        self._next_id += 1
+        self._flights[assignment.id] = _Flight(assignment, now)
+        self._by_piece.setdefault(piece, set()).add(assignment.id)
+        state.active += 1
+        return assignment
+
+    def _fresh_piece(self, state: _SourceState) -> int | None:
+        """A piece nobody is fetching: rarest first among peers (random among equals); in
+        index order from the origin, which then reads the file front to back."""
+        source = state.source
+        origin = source.kind is SourceKind.ORIGIN
+        best: list[int] = []
+        best_rarity = 0
+        for piece, done in enumerate(self._done):
+            if done or piece in self._by_piece or not source.has(piece):
+                continue
+            rarity = self._availability[piece]
+            if origin:
+                if self._policy is Policy.PEERS_FIRST and rarity > 0:
+                    continue
+                return piece
+            if not best or rarity < best_rarity:
+                best, best_rarity = [piece], rarity
+            elif rarity == best_rarity:
+                best.append(piece)
+        return self._rng.choice(best) if best else None
+
+    def _duplicate_piece(self, state: _SourceState, now: float) -> int | None:
+        """End-game: a piece in flight elsewhere for longer than pieces usually take, the
+        longest-running first. Under peers-first the origin only takes a piece that is
+        slow where it is."""
+        source = state.source
+        slow_after = self.slow_after()
+        overdue_after = max(self.typical_duration(), self._min_slow / 2)
+        candidates = []
+        for piece, flight_ids in self._by_piece.items():
+            if len(flight_ids) >= self._max_copies or not source.has(piece):
+                continue
+            flights = [self._flights[i] for i in flight_ids]
+            if any(f.assignment.source == source.id for f in flights):
+                continue
+            started = min(f.started for f in flights)
+            if source.kind is SourceKind.ORIGIN and self._policy is Policy.PEERS_FIRST:
+                if now - started <= slow_after:
+                    continue
+            elif now - started <= overdue_after:
+                continue
+            candidates.append((started, piece))
+        return min(candidates)[1] if candidates else None
+
+    def slow_after(self) -> float:
+        """How long a piece may be in flight before it counts as slow."""
+        if not self._durations:
+            return self._min_slow
+        return max(self._min_slow, self._slow_factor * self.typical_duration())
+
+    def typical_duration(self) -> float:
+        """The median time pieces took so far (zero before any)."""
+        return statistics.median(self._durations) if self._durations else 0.0
+
+    def next_deadline(self, now: float) -> float | None:
+        """When planning may change without any event: a back-off ends, or a piece turns
+        slow. None when nothing is pending."""
+        times = [s.not_before for s in self._sources.values() if s.usable and s.not_before > now]
+        if self._flights:
+            soonest = min(self.slow_after(), max(self.typical_duration(), self._min_slow / 2))
+            times.append(min(f.started for f in self._flights.values()) + soonest)
+        return min(times) if times else None
+
+    def check_stuck(self) -> None:
+        """Raises NoSourceLeft when pieces remain that no usable source can ever give."""
+        if self._flights or self.finished:
+            return
+        usable = [s.source for s in self._sources.values() if s.usable]
+        orphans = [
+            piece
+            for piece, done in enumerate(self._done)
+            if not done and not any(source.has(piece) for source in usable)
+        ]
+        if orphans:
+            raise NoSourceLeft(orphans)
+
+    # ----------------------------------------------------------------- events
+
+    def done(self, assignment_id: int, now: float) -> Outcome:
+        flight = self._end(assignment_id)
+        a = flight.assignment
+        state = self._sources[a.source]
+        size = self._sizes[a.piece]
+        state.bytes += size
+        state.pieces_done += 1
+        state.budget = self._budget
+        duration = max(now - flight.started, 1e-6)
+        state.recent.append(duration / max(size, 1))
+        if self._done[a.piece]:
+            return Outcome()  # Another copy landed first.
+        self._durations.append(duration)
+        self._done[a.piece] = True
+        self._left -= 1
+        return Outcome(superseded=tuple(self._by_piece.pop(a.piece, ())))
+
+    def failed(self, assignment_id: int, now: float, failure: Failure, retry_after: float = 1.0) -> Outcome:
+        flight = self._end(assignment_id)
+        state = self._sources[flight.assignment.source]
+        if failure is Failure.CORRUPT:
+            self.refetched += 1
+            self._drop(state, "sent bytes that failed their hash")
+        elif failure is Failure.MISSING:
+            self._drop(state, "does not hold the content")
+        elif failure is Failure.BUSY:
+            state.not_before = now + retry_after
+        else:
+            budget = state.budget.spend()
+            if budget is None:
+                self._drop(state, f"{failure.value} too often")
+            else:
+                state.budget = budget
+                state.not_before = now + state.budget.delay
+        return Outcome(dropped=state.source.id if state.dropped else None)
+
+    def _end(self, assignment_id: int) -> _Flight:
+        flight = self._flights.pop(assignment_id)
+        piece = flight.assignment.piece
+        ids = self._by_piece.get(piece)
+        if ids is not None:
+            ids.discard(assignment_id)
+            if not ids:
+                del self._by_piece[piece]
+        self._sources[flight.assignment.source].active -= 1
+        return flight
