@@ -132,6 +132,7 @@ class Daemon:
         self._downloads: dict[int, DownloadView] = {}
         self._downloads_lock = threading.Lock()
         self._next_download = 0
+        self._stopped = False
 
     def load(self) -> Load:
         return Load(active_uploads=self.server.active_uploads)
@@ -168,7 +169,10 @@ class Daemon:
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Tells the tracker first, so no peer is sent here any more, then lets uploads
-        under way finish within `grace` seconds."""
+        under way finish within `grace` seconds. Stopping twice does nothing more."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.api.stop()
         if self.reporter is not None:
             self.reporter.stop(leave=True)

@@ -10,6 +10,7 @@ so a download killed at any moment resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN_ID = "origin"
 HASH_BLOCK = 4 * 1024 * 1024
+MAX_BUFFERED = 256 * 1024 * 1024
 
 
 class DownloadError(AgentError):
@@ -111,6 +113,8 @@ class Summary:
     resumed_bytes: int
     sources_used: tuple[str, ...]
     pieces_refetched: int
+    # Bytes each source gave: agent ids, and "origin".
+    bytes_by_source: dict[str, int] = field(default_factory=dict)
     # The verified manifest; known where the download ran, not to a client of the daemon.
     manifest: Manifest | None = None
 
@@ -158,6 +162,7 @@ class Downloader:
     ) -> None:
         self._fetcher = fetcher
         self._cancelled = cancelled or threading.Event()
+        self._buffers = threading.local()
         self._report_bad = report_bad
         self._on_progress = on_progress
         self._clock = clock
@@ -183,7 +188,10 @@ class Downloader:
         fd = os.open(part, os.O_RDWR | os.O_CREAT | (0 if have else os.O_TRUNC), 0o644)
         try:
             _preallocate(fd, plan.size)
-            planner = Planner(sizes, connections=options.connections, policy=options.policy, have=have)
+            # Each connection holds one piece in memory: bound the total for very large pieces.
+            connections = min(options.connections, max(2, MAX_BUFFERED // piece_size))
+            options = dataclasses.replace(options, connections=connections)
+            planner = Planner(sizes, connections=connections, policy=options.policy, have=have)
             run = _Run(plan, piece_size, sizes, fd, planner, {}, done=set(have), piece_hashes=dict(hashes))
             self._add_sources(run, options)
             resumed_bytes = sum(sizes[i] for i in have)
@@ -217,6 +225,7 @@ class Downloader:
             resumed_bytes=resumed_bytes,
             sources_used=tuple(planner.sources_used()),
             pieces_refetched=planner.refetched,
+            bytes_by_source=_with_stream(planner.bytes_by_source(), run.streamed),
         )
 
     # ----------------------------------------------------------------- sources
@@ -278,8 +287,7 @@ class Downloader:
         """Runs in a worker thread: fetch one piece, verify it, write it in place."""
         start = a.piece * run.piece_size
         end = start + run.sizes[a.piece] - 1
-        buffer = bytearray(run.sizes[a.piece])
-        view = memoryview(buffer)
+        view = self._buffer(run.piece_size)[: run.sizes[a.piece]]
         source = run.sources[a.source]
         try:
             if isinstance(source, Peer):
@@ -304,6 +312,15 @@ class Downloader:
             return _Result(a, Failure.CORRUPT, digest=digest)
         os.pwrite(run.fd, view, start)
         return _Result(a, digest=digest)
+
+    def _buffer(self, size: int) -> memoryview:
+        """This worker thread's piece buffer. A piece is written to the file only once it
+        is verified, so that a late, bad copy can never overwrite a good one."""
+        buffer: bytearray | None = getattr(self._buffers, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = bytearray(size)
+            self._buffers.buffer = buffer
+        return memoryview(buffer)
 
     def _settle(self, run: _Run, result: _Result) -> None:
         a = result.assignment
@@ -427,6 +444,12 @@ class _InOrderPieces:
                 self._hasher = hashlib.sha256()
                 completed = True
         return completed
+
+
+def _with_stream(by_source: dict[str, int], streamed: int) -> dict[str, int]:
+    if streamed:
+        by_source[ORIGIN_ID] = by_source.get(ORIGIN_ID, 0) + streamed
+    return by_source
 
 
 def _piece_sizes(size: int, piece_size: int) -> list[int]:

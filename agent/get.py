@@ -24,7 +24,7 @@ from agent.resolve import parse_source, resolve
 from tracker.client import TrackerClient
 from tracker.errors import TrackerError
 from tracker.model import SourceRef
-from tracker.render import human_size
+from tracker.render import human_size, plural
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def summary_line(s: Summary) -> str:
         f"({s.origin_share:.0%} from the origin)"
         if fetched
         else "nothing fetched",
-        f"{len(s.sources_used)} sources",
+        plural(len(s.sources_used), "source"),
     ]
     if s.resumed_bytes:
         parts.append(f"{human_size(s.resumed_bytes)} resumed")
@@ -107,6 +107,7 @@ def summary_json(s: Summary) -> dict[str, Any]:
         "origin_share": round(s.origin_share, 4),
         "resumed_bytes": s.resumed_bytes,
         "sources_used": list(s.sources_used),
+        "bytes_by_source": dict(sorted(s.bytes_by_source.items())),
         "pieces_refetched": s.pieces_refetched,
     }
 

@@ -300,7 +300,9 @@ class Inventory:
             seconds=self._clock() - started,
         )
         self.scans += 1
-        if hashed or withdrawn or self.scans == 1:
+        if self._stopping.is_set():
+            log.info("scan interrupted by the stop: %d of %d files to hash were hashed", hashed, len(to_hash))
+        elif hashed or withdrawn or self.scans == 1:
             log.info(
                 "scan: %s (%d hashed, %d from the cache, %d withdrawn) in %.1f s",
                 plural(report.files, "file"),

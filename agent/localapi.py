@@ -85,6 +85,7 @@ def _summary_from_pb(pb: agent_pb2.GetSummary) -> Summary:
         resumed_bytes=pb.resumed_bytes,
         sources_used=tuple(pb.sources_used),
         pieces_refetched=pb.pieces_refetched,
+        bytes_by_source=dict(pb.bytes_by_source),
     )
 
 
@@ -100,6 +101,7 @@ def _summary_pb(s: Summary, already_there: bool = False) -> agent_pb2.GetSummary
         sources_used=s.sources_used,
         pieces_refetched=s.pieces_refetched,
         already_there=already_there,
+        bytes_by_source=s.bytes_by_source,
     )
 
 

@@ -207,6 +207,9 @@ class Planner:
             totals[state.source.kind] += state.bytes
         return totals
 
+    def bytes_by_source(self) -> dict[str, int]:
+        return {s.source.id: s.bytes for s in self._sources.values() if s.bytes}
+
     def pieces_from(self, source_id: str) -> int:
         return self._sources[source_id].pieces_done
 

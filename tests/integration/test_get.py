@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.daemon import Daemon
 from tests.integration.conftest import Trackers
 from tests.integration.helpers import eventually
@@ -270,3 +272,115 @@ def test_get_through_the_daemon_shares_the_file_with_the_next_machine(
     status = json.loads(lanpeer_agent("status", "--json", "--state-dir", str(first.config.state_dir)).stdout)
     assert status["agent_id"] == first.agent_id
     assert status["tracker_connected"] is True
+
+
+def seeds(
+    count: int, tracker: Any, daemons: Callable[..., Daemon], tmp_path: Path, **settings: Any
+) -> list[Daemon]:
+    started = []
+    for i in range(count):
+        share = tmp_path / f"holder{i}"
+        share.mkdir()
+        (share / "data.bin").write_bytes(CONTENT)
+        started.append(daemons(shares=(share,), tracker=tracker.address, **settings))
+    return started
+
+
+def test_three_holders_each_serve_part_and_the_origin_serves_nothing(
+    origin: Origin, trackers: Trackers, daemons: Callable[..., Daemon], clients: Any, tmp_path: Path
+) -> None:
+    tracker = trackers.start(heartbeat_interval=1.0)
+    origin.add("/data.bin", CONTENT)
+    holders = seeds(3, tracker, daemons, tmp_path)
+    eventually(lambda: len(live_holders(clients.admin_api(tracker), DIGEST)) == 3, what="three holders")
+    summary = get_json(
+        "--tracker",
+        tracker.address,
+        origin.url("/data.bin"),
+        "--sha256",
+        DIGEST,
+        "-o",
+        str(tmp_path / "out"),
+        "--connections",
+        "6",
+    )
+    by_source = summary["bytes_by_source"]
+    assert set(by_source) == {h.agent_id for h in holders}
+    assert all(count >= MiB for count in by_source.values())
+    assert sum(by_source.values()) == len(CONTENT)
+    assert origin.bytes_served("/data.bin") == 0
+
+
+def test_a_holder_killed_mid_download_costs_only_a_retry(
+    origin: Origin, trackers: Trackers, daemons: Callable[..., Daemon], clients: Any, tmp_path: Path
+) -> None:
+    tracker = trackers.start(heartbeat_interval=1.0)
+    origin.add("/data.bin", CONTENT)
+    doomed, survivor = seeds(2, tracker, daemons, tmp_path, upload_limit=MiB)
+    eventually(lambda: len(live_holders(clients.admin_api(tracker), DIGEST)) == 2, what="two holders")
+    out = tmp_path / "out.bin"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "get",
+            "--no-daemon",
+            "--json",
+            "--tracker",
+            tracker.address,
+            "--sha256",
+            DIGEST,
+            origin.url("/data.bin"),
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    eventually(lambda: doomed.server.bytes_served > 0, what="the doomed holder to start serving")
+    doomed.stop(grace=0.0)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    summary = json.loads(stdout)
+    assert out.read_bytes() == CONTENT
+    assert summary["bytes_by_source"].get(survivor.agent_id, 0) > 0
+
+
+def test_with_the_tracker_down_the_origin_alone_serves(origin: Origin, tmp_path: Path) -> None:
+    origin.add("/data.bin", CONTENT)
+    result = lanpeer_agent(
+        "get",
+        "--no-daemon",
+        "--json",
+        "--tracker",
+        "127.0.0.1:1",
+        origin.url("/data.bin"),
+        "-o",
+        str(tmp_path / "out"),
+    )
+    assert json.loads(result.stdout)["bytes_from_origin"] == len(CONTENT)
+    assert "cannot reach the tracker" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_clear_line(origin: Origin, small_disk: Path) -> None:
+    origin.add("/data.bin", CONTENT)
+    out = small_disk / "data.bin"
+    result = lanpeer_agent("get", "--no-daemon", origin.url("/data.bin"), "-o", str(out), check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "No space left on device" in result.stderr
+    assert not out.exists()

@@ -24,27 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lanpeer/v1/agent.proto\x12\nlanpeer.v1\"\x83\x01\n\nGetRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\r\x12\x11\n\tno_origin\x18\x05 \x01(\x08\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\x0e\n\x06policy\x18\x07 \x01(\t\"u\n\x0bGetProgress\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\ndone_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cpeers_active\x18\x03 \x01(\r\x12\x15\n\rorigin_active\x18\x04 \x01(\x08\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\"\xdc\x01\n\nGetSummary\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x62ytes_from_peers\x18\x05 \x01(\x04\x12\x19\n\x11\x62ytes_from_origin\x18\x06 \x01(\x04\x12\x15\n\rresumed_bytes\x18\x07 \x01(\x04\x12\x14\n\x0csources_used\x18\x08 \x03(\t\x12\x18\n\x10pieces_refetched\x18\t \x01(\r\x12\x15\n\ralready_there\x18\n \x01(\x08\"k\n\x08GetEvent\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.lanpeer.v1.GetProgressH\x00\x12)\n\x07summary\x18\x02 \x01(\x0b\x32\x16.lanpeer.v1.GetSummaryH\x00\x42\x07\n\x05\x65vent\"\x0f\n\rStatusRequest\"[\n\x0e\x44ownloadStatus\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.lanpeer.v1.GetProgress\"\x81\x02\n\x0eStatusResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x0e\n\x06shares\x18\x03 \x03(\t\x12\r\n\x05\x66iles\x18\x04 \x01(\x04\x12\x12\n\nbytes_held\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x63tive_uploads\x18\x06 \x01(\r\x12\x14\n\x0c\x62ytes_served\x18\x07 \x01(\x04\x12\x0f\n\x07tracker\x18\x08 \x01(\t\x12\x19\n\x11tracker_connected\x18\t \x01(\x08\x12-\n\tdownloads\x18\n \x03(\x0b\x32\x1a.lanpeer.v1.DownloadStatus\x12\x0f\n\x07version\x18\x0b \x01(\t2\x86\x01\n\x0c\x41gentService\x12\x35\n\x03Get\x12\x16.lanpeer.v1.GetRequest\x1a\x14.lanpeer.v1.GetEvent0\x01\x12?\n\x06Status\x12\x19.lanpeer.v1.StatusRequest\x1a\x1a.lanpeer.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16lanpeer/v1/agent.proto\x12\nlanpeer.v1\"\x83\x01\n\nGetRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x04 \x01(\r\x12\x11\n\tno_origin\x18\x05 \x01(\x08\x12\r\n\x05\x66orce\x18\x06 \x01(\x08\x12\x0e\n\x06policy\x18\x07 \x01(\t\"u\n\x0bGetProgress\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x12\n\ndone_bytes\x18\x02 \x01(\x04\x12\x14\n\x0cpeers_active\x18\x03 \x01(\r\x12\x15\n\rorigin_active\x18\x04 \x01(\x08\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\"\xd6\x02\n\nGetSummary\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x18\n\x10\x62ytes_from_peers\x18\x05 \x01(\x04\x12\x19\n\x11\x62ytes_from_origin\x18\x06 \x01(\x04\x12\x15\n\rresumed_bytes\x18\x07 \x01(\x04\x12\x14\n\x0csources_used\x18\x08 \x03(\t\x12\x18\n\x10pieces_refetched\x18\t \x01(\r\x12\x15\n\ralready_there\x18\n \x01(\x08\x12\x42\n\x0f\x62ytes_by_source\x18\x0b \x03(\x0b\x32).lanpeer.v1.GetSummary.BytesBySourceEntry\x1a\x34\n\x12\x42ytesBySourceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"k\n\x08GetEvent\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.lanpeer.v1.GetProgressH\x00\x12)\n\x07summary\x18\x02 \x01(\x0b\x32\x16.lanpeer.v1.GetSummaryH\x00\x42\x07\n\x05\x65vent\"\x0f\n\rStatusRequest\"[\n\x0e\x44ownloadStatus\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12)\n\x08progress\x18\x03 \x01(\x0b\x32\x17.lanpeer.v1.GetProgress\"\x81\x02\n\x0eStatusResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x0e\n\x06shares\x18\x03 \x03(\t\x12\r\n\x05\x66iles\x18\x04 \x01(\x04\x12\x12\n\nbytes_held\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x63tive_uploads\x18\x06 \x01(\r\x12\x14\n\x0c\x62ytes_served\x18\x07 \x01(\x04\x12\x0f\n\x07tracker\x18\x08 \x01(\t\x12\x19\n\x11tracker_connected\x18\t \x01(\x08\x12-\n\tdownloads\x18\n \x03(\x0b\x32\x1a.lanpeer.v1.DownloadStatus\x12\x0f\n\x07version\x18\x0b \x01(\t2\x86\x01\n\x0c\x41gentService\x12\x35\n\x03Get\x12\x16.lanpeer.v1.GetRequest\x1a\x14.lanpeer.v1.GetEvent0\x01\x12?\n\x06Status\x12\x19.lanpeer.v1.StatusRequest\x1a\x1a.lanpeer.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lanpeer.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETSUMMARY_BYTESBYSOURCEENTRY']._loaded_options = None
+  _globals['_GETSUMMARY_BYTESBYSOURCEENTRY']._serialized_options = b'8\001'
   _globals['_GETREQUEST']._serialized_start=39
   _globals['_GETREQUEST']._serialized_end=170
   _globals['_GETPROGRESS']._serialized_start=172
   _globals['_GETPROGRESS']._serialized_end=289
   _globals['_GETSUMMARY']._serialized_start=292
-  _globals['_GETSUMMARY']._serialized_end=512
-  _globals['_GETEVENT']._serialized_start=514
-  _globals['_GETEVENT']._serialized_end=621
-  _globals['_STATUSREQUEST']._serialized_start=623
-  _globals['_STATUSREQUEST']._serialized_end=638
-  _globals['_DOWNLOADSTATUS']._serialized_start=640
-  _globals['_DOWNLOADSTATUS']._serialized_end=731
-  _globals['_STATUSRESPONSE']._serialized_start=734
-  _globals['_STATUSRESPONSE']._serialized_end=991
-  _globals['_AGENTSERVICE']._serialized_start=994
-  _globals['_AGENTSERVICE']._serialized_end=1128
+  _globals['_GETSUMMARY']._serialized_end=634
+  _globals['_GETSUMMARY_BYTESBYSOURCEENTRY']._serialized_start=582
+  _globals['_GETSUMMARY_BYTESBYSOURCEENTRY']._serialized_end=634
+  _globals['_GETEVENT']._serialized_start=636
+  _globals['_GETEVENT']._serialized_end=743
+  _globals['_STATUSREQUEST']._serialized_start=745
+  _globals['_STATUSREQUEST']._serialized_end=760
+  _globals['_DOWNLOADSTATUS']._serialized_start=762
+  _globals['_DOWNLOADSTATUS']._serialized_end=853
+  _globals['_STATUSRESPONSE']._serialized_start=856
+  _globals['_STATUSRESPONSE']._serialized_end=1113
+  _globals['_AGENTSERVICE']._serialized_start=1116
+  _globals['_AGENTSERVICE']._serialized_end=1250
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,14 @@ class GetProgress(_message.Message):
     def __init__(self, size: _Optional[int] = ..., done_bytes: _Optional[int] = ..., peers_active: _Optional[int] = ..., origin_active: _Optional[bool] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
 
 class GetSummary(_message.Message):
-    __slots__ = ("path", "sha256", "size", "seconds", "bytes_from_peers", "bytes_from_origin", "resumed_bytes", "sources_used", "pieces_refetched", "already_there")
+    __slots__ = ("path", "sha256", "size", "seconds", "bytes_from_peers", "bytes_from_origin", "resumed_bytes", "sources_used", "pieces_refetched", "already_there", "bytes_by_source")
+    class BytesBySourceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PATH_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +57,7 @@ class GetSummary(_message.Message):
     SOURCES_USED_FIELD_NUMBER: _ClassVar[int]
     PIECES_REFETCHED_FIELD_NUMBER: _ClassVar[int]
     ALREADY_THERE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_BY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     path: str
     sha256: str
     size: int
@@ -60,7 +68,8 @@ class GetSummary(_message.Message):
     sources_used: _containers.RepeatedScalarFieldContainer[str]
     pieces_refetched: int
     already_there: bool
-    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., seconds: _Optional[float] = ..., bytes_from_peers: _Optional[int] = ..., bytes_from_origin: _Optional[int] = ..., resumed_bytes: _Optional[int] = ..., sources_used: _Optional[_Iterable[str]] = ..., pieces_refetched: _Optional[int] = ..., already_there: _Optional[bool] = ...) -> None: ...
+    bytes_by_source: _containers.ScalarMap[str, int]
+    def __init__(self, path: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., seconds: _Optional[float] = ..., bytes_from_peers: _Optional[int] = ..., bytes_from_origin: _Optional[int] = ..., resumed_bytes: _Optional[int] = ..., sources_used: _Optional[_Iterable[str]] = ..., pieces_refetched: _Optional[int] = ..., already_there: _Optional[bool] = ..., bytes_by_source: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetEvent(_message.Message):
     __slots__ = ("progress", "summary")
