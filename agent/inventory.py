@@ -136,11 +136,24 @@ class Inventory:
                 holdings[digest] = Holding(digest, files[first].key.size, name)
             return self._generation, holdings
 
-    def wait_for_change(self, generation: int, timeout: float) -> int:
-        """Blocks until the generation differs from `generation`, or the timeout passes."""
+    def wait_for_change(self, generation: int, timeout: float, stop: threading.Event | None = None) -> int:
+        """Blocks until the generation differs from `generation`, the timeout passes, or
+        `stop` is set (then call wake())."""
         with self._changed:
-            self._changed.wait_for(lambda: self._generation != generation or self._stopping.is_set(), timeout)
+            self._changed.wait_for(
+                lambda: (
+                    self._generation != generation
+                    or self._stopping.is_set()
+                    or (stop is not None and stop.is_set())
+                ),
+                timeout,
+            )
             return self._generation
+
+    def wake(self) -> None:
+        """Wakes whoever waits in wait_for_change, to look at its stop event."""
+        with self._changed:
+            self._changed.notify_all()
 
     def manifest(self, sha256: str) -> Manifest | None:
         with self._lock:

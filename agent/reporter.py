@@ -79,6 +79,7 @@ class Reporter:
     def stop(self, *, leave: bool = True) -> None:
         """Stops reporting; with `leave`, tells the tracker this agent is going."""
         self._stopping.set()
+        self._inventory.wake()
         if self._thread is not None:
             self._thread.join()
         if leave and self._registered:
@@ -100,7 +101,7 @@ class Reporter:
                     self._register()
                     next_heartbeat = self._clock() + self._interval
                 wait = max(0.0, next_heartbeat - self._clock())
-                generation = self._inventory.wait_for_change(self._synced_generation, wait)
+                generation = self._inventory.wait_for_change(self._synced_generation, wait, self._stopping)
                 if self._stopping.is_set():
                     return
                 if generation != self._synced_generation:

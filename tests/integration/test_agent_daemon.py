@@ -234,3 +234,15 @@ def test_bad_settings_are_one_line_and_exit_1(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr
         assert result.stderr.count("\n") == 1, result.stderr
         assert message in result.stderr
+
+
+def test_stopping_does_not_wait_for_the_next_heartbeat(
+    share: Path, trackers: Trackers, daemons: Callable[..., Daemon], clients: Any
+) -> None:
+    tracker = trackers.start(heartbeat_interval=30.0)
+    daemon = daemons(shares=(share,), tracker=tracker.address)
+    eventually(lambda: daemon.agent_id in live_ids(clients.admin_api(tracker)), what="registration")
+    started = time.monotonic()
+    daemon.stop(grace=0.5)
+    assert time.monotonic() - started < 3.0
+    assert daemon.agent_id not in live_ids(clients.admin_api(tracker))
