@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -35,7 +36,7 @@ class ManifestBuilder:
             raise ValueError("the block size must divide the smallest piece size")
         self._block_size = block_size
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="piece-hasher")
-        self._buffer = bytearray(block_size)
+        self._views = (memoryview(bytearray(block_size)), memoryview(bytearray(block_size)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -47,29 +48,53 @@ class ManifestBuilder:
         self.close()
 
     def build(self, f: Readable, size: int) -> Manifest:
-        """Reads exactly `size` bytes from `f`; raises ContentChanged if there are more or fewer."""
+        """Reads exactly `size` bytes from `f`; raises ContentChanged if there are more or fewer.
+
+        Two buffers take turns: while the helper thread hashes a block into its piece digest,
+        this thread hashes it into the file digest and reads the next block into the other."""
         piece_size = piece_size_for(size)
         whole = hashlib.sha256()
+        piece = hashlib.sha256()
         piece_hashes: list[bytes] = []
-        view = memoryview(self._buffer)
-        remaining = size
-        while remaining:
-            piece = hashlib.sha256()
-            piece_left = min(piece_size, remaining)
-            while piece_left:
-                n = f.readinto(view[: min(self._block_size, piece_left)])
-                if not n:
-                    raise ContentChanged(f"ended {remaining - piece_left} bytes early")
-                block = view[:n]
-                side = self._pool.submit(piece.update, block)
-                whole.update(block)
-                side.result()
-                piece_left -= n
-                remaining -= n
-            piece_hashes.append(piece.digest())
+        blocks = _blocks(size, piece_size, self._block_size)
+        turn = 0
+        current = self._read(f, turn, next(blocks, None))
+        while current is not None:
+            block, ends_piece = current
+            side = self._pool.submit(piece.update, block)
+            whole.update(block)
+            turn ^= 1
+            current = self._read(f, turn, next(blocks, None))
+            side.result()
+            if ends_piece:
+                piece_hashes.append(piece.digest())
+                piece = hashlib.sha256()
         if f.read(1):
             raise ContentChanged("grew while being hashed")
         return Manifest(whole.hexdigest(), size, piece_size, b"".join(piece_hashes))
+
+    def _read(self, f: Readable, turn: int, block: tuple[int, bool] | None) -> tuple[memoryview, bool] | None:
+        if block is None:
+            return None
+        length, ends_piece = block
+        view = self._views[turn][:length]
+        done = 0
+        while done < length:
+            n = f.readinto(view[done:])
+            if not n:
+                raise ContentChanged(f"ended {length - done} bytes early")
+            done += n
+        return view, ends_piece
+
+
+def _blocks(size: int, piece_size: int, block_size: int) -> Iterator[tuple[int, bool]]:
+    """The length of each block to read, and whether it ends a piece."""
+    offset = 0
+    while offset < size:
+        piece_end = min(offset - offset % piece_size + piece_size, size)
+        length = min(block_size, piece_end - offset)
+        offset += length
+        yield length, offset == piece_end
 
 
 def manifest_of_bytes(data: bytes) -> Manifest:
