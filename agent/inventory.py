@@ -238,13 +238,15 @@ class Inventory:
 
     # ----------------------------------------------------------------- changing
 
-    def _add(self, shared: SharedFile) -> None:
+    def _add(self, *files: SharedFile) -> None:
+        """Adds files in one step: one new generation, one wake-up, however many."""
         with self._changed:
-            old = self._files.get(shared.path)
-            if old is not None:
-                self._unlink(old)
-            self._files[shared.path] = shared
-            self._by_digest.setdefault(shared.manifest.sha256, {})[shared.path] = shared
+            for shared in files:
+                old = self._files.get(shared.path)
+                if old is not None:
+                    self._unlink(old)
+                self._files[shared.path] = shared
+                self._by_digest.setdefault(shared.manifest.sha256, {})[shared.path] = shared
             self._bump()
 
     def _withdraw(self, shared: SharedFile, why: str) -> None:
@@ -286,7 +288,7 @@ class Inventory:
                 self._withdraw(shared, "deleted" if st_now is None else "changed")
                 withdrawn += 1
         to_hash: list[tuple[Path, FileKey]] = []
-        from_cache = 0
+        cached_files: list[SharedFile] = []
         for path, st in seen.items():
             key = key_of(st)
             previous = known.get(path)
@@ -294,10 +296,12 @@ class Inventory:
                 continue
             cached = self._cache.get(key)
             if cached is not None:
-                self._add(SharedFile(path, key, cached))
-                from_cache += 1
+                cached_files.append(SharedFile(path, key, cached))
             else:
                 to_hash.append((path, key))
+        from_cache = len(cached_files)
+        if cached_files:
+            self._add(*cached_files)
         hashed = 0
         if to_hash:
             hashed, failed = self._hash_all(to_hash)
