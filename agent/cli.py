@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         metavar="DIR",
-        help="the agent's state directory, for its id when reporting bad peers",
+        help="the agent's state directory: a daemon running with it does the fetch "
+        f"(default: {default_state_dir()})",
     )
     get_.add_argument(
         "--no-daemon", action="store_true", help="fetch in this process even when a local daemon runs"
