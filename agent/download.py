@@ -148,6 +148,12 @@ class _Run:
     reported: set[str] = field(default_factory=set)
     # Bytes fetched from the origin as one stream, outside the planner.
     streamed: int = 0
+    # The first piece not yet verified: every piece before it is in the file digest.
+    frontier: int = 0
+    whole: _FileDigest = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.whole = _FileDigest(self.fd, self.plan.output)
 
 
 class Downloader:
@@ -331,6 +337,11 @@ class Downloader:
             run.done.add(a.piece)
             run.piece_hashes.setdefault(a.piece, result.digest)
             run.planner.done(a.id, now)
+            # The file's digest follows the run of verified pieces from the start, so that
+            # little is left to read back once the last piece lands.
+            while run.frontier < len(run.sizes) and run.frontier in run.done:
+                run.frontier += 1
+            run.whole.advance(min(run.frontier * run.piece_size, run.plan.size))
             return
         outcome = run.planner.failed(a.id, now, result.failure, result.retry_after)
         if result.failure is Failure.CORRUPT:
@@ -392,17 +403,8 @@ class Downloader:
     # ----------------------------------------------------------------- the end
 
     def _verify_whole(self, run: _Run) -> Manifest:
-        whole = hashlib.sha256()
-        buffer = bytearray(HASH_BLOCK)
-        view = memoryview(buffer)
-        offset = 0
-        while offset < run.plan.size:
-            n = os.preadv(run.fd, [view[: min(HASH_BLOCK, run.plan.size - offset)]], offset)
-            if n <= 0:
-                raise DownloadError(f"{run.plan.output}.part is shorter than expected")
-            whole.update(view[:n])
-            offset += n
-        digest = whole.hexdigest()
+        run.whole.advance(run.plan.size)
+        digest = run.whole.hexdigest()
         manifest = run.plan.manifest
         if manifest is None:
             hashes = b"".join(run.piece_hashes[i] for i in range(len(run.sizes)))
@@ -411,6 +413,28 @@ class Downloader:
         if expected is not None and digest != expected:
             raise DigestMismatch(run.plan.output, expected, digest)
         return manifest
+
+
+class _FileDigest:
+    """The SHA-256 of the part file's first bytes, extended by reading the file back."""
+
+    def __init__(self, fd: int, output: Path) -> None:
+        self._fd = fd
+        self._output = output
+        self._hash = hashlib.sha256()
+        self._offset = 0
+        self._view = memoryview(bytearray(HASH_BLOCK))
+
+    def advance(self, upto: int) -> None:
+        while self._offset < upto:
+            n = os.preadv(self._fd, [self._view[: min(HASH_BLOCK, upto - self._offset)]], self._offset)
+            if n <= 0:
+                raise DownloadError(f"{self._output}.part is shorter than expected")
+            self._hash.update(self._view[:n])
+            self._offset += n
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 class _InOrderPieces:
