@@ -107,9 +107,6 @@ class Inventory:
         with self._changed:
             self._changed.notify_all()
 
-    def rescan_soon(self) -> None:
-        self._rescan_now.set()
-
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -159,10 +156,6 @@ class Inventory:
         with self._lock:
             files = self._by_digest.get(sha256)
             return next(iter(files.values())).manifest if files else None
-
-    def files(self) -> list[SharedFile]:
-        with self._lock:
-            return sorted(self._files.values(), key=lambda f: f.path)
 
     def open_blob(self, sha256: str) -> OpenBlob | None:
         """Opens a file holding `sha256`, checked to be unchanged since it was hashed."""

@@ -194,10 +194,6 @@ class Planner:
     def finished(self) -> bool:
         return self._left == 0
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._flights)
-
     def pieces_done(self) -> int:
         return len(self._sizes) - self._left
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tracker.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -548,6 +548,3 @@ class Index:
             sources=len(self._sources),
             bad_source_reports=sum(agent.bad_reports for agent in self._agents.values()),
         )
-
-    def manifests(self, digests: Iterable[str]) -> dict[str, Manifest]:
-        return {d: self._manifests[d] for d in digests if d in self._manifests}
