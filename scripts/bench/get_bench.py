@@ -46,10 +46,25 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+import benchlib
+from benchlib import (
+    BenchError,
+    Row,
+    as_json,
+    exit_on_sigterm,
+    exit_status,
+    machine_busy_seconds,
+    mem_available_mib,
+    nginx_package,
+    print_table,
+    progress,
+    run_command,
+    which,
+)
 
 from scripts.lablib import ORIGIN, Lab, LabError, format_rate, parse_rate
 from scripts.lablib.services import Proc, Services
@@ -93,15 +108,9 @@ TIME_FACTOR = 6.0
 TIME_SLACK = 60.0
 APT_TIMEOUT = 600.0
 POLL_SECONDS = 0.02
-WRITE_CHUNK = 16 * MiB
 HTTP_PORT = 80
 
-_NGINX_PACKAGES = ("nginx-light", "nginx-core", "nginx")
 _LOG_LINE = re.compile(r"^(\S+) (\S+) (\d{3}) (\d+)$")
-
-
-class BenchError(Exception):
-    """The run failed: its figures would mean nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +124,6 @@ class BenchConfig:
 
     def mib(self, base: int) -> int:
         return max(16, round(base * self.scale))
-
-
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- tools
@@ -135,17 +140,17 @@ class Tools:
 def ensure_tools() -> Tools:
     """Finds nginx, curl and aria2c, installing what is missing with apt-get."""
     wanted = {"nginx": "nginx", "curl": "curl", "aria2c": "aria2"}
-    missing = [name for name in wanted if _which(name) is None]
+    missing = [name for name in wanted if which(name) is None]
     if missing:
         _install([wanted[name] for name in missing])
-    paths = {name: _which(name) for name in wanted}
+    paths = {name: which(name) for name in wanted}
     absent = [name for name, path in paths.items() if path is None]
     if absent:
         raise BenchError(f"{', '.join(absent)} still missing after apt-get install")
     nginx, curl, aria2c = (str(paths[name]) for name in wanted)
     nginx_v = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    curl_v = _run([curl, "--version"], 10.0).split()
-    aria_v = _run([aria2c, "--version"], 10.0).split()
+    curl_v = run_command([curl, "--version"], 10.0).split()
+    aria_v = run_command([aria2c, "--version"], 10.0).split()
     versions = (
         f"{nginx_v.stderr.strip().rpartition(' ')[2]}, curl {curl_v[1] if len(curl_v) > 1 else '?'}, "
         f"aria2c {aria_v[2] if len(aria_v) > 2 else '?'}"
@@ -153,20 +158,18 @@ def ensure_tools() -> Tools:
     return Tools(nginx, curl, aria2c, versions)
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-
-
 def _install(packages: list[str]) -> None:
     if shutil.which("apt-get") is None:
         raise BenchError(f"{', '.join(packages)} missing, and there is no apt-get to install them with")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     progress(f"{', '.join(packages)} missing: apt-get update")
-    _run(["apt-get", "update", "-qq"], APT_TIMEOUT, env=env)
+    run_command(["apt-get", "update", "-qq"], APT_TIMEOUT, env=env)
     if "nginx" in packages:
-        packages = [p for p in packages if p != "nginx"] + [_nginx_package()]
+        packages = [p for p in packages if p != "nginx"] + [nginx_package()]
     progress(f"apt-get install {' '.join(packages)}")
-    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], APT_TIMEOUT, env=env)
+    run_command(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], APT_TIMEOUT, env=env
+    )
     if any(p.startswith("nginx") for p in packages):
         # Debian's package starts a system nginx on port 80; the benchmark never uses it.
         subprocess.run(
@@ -176,32 +179,6 @@ def _install(packages: list[str]) -> None:
             check=False,
             stdin=subprocess.DEVNULL,
         )
-
-
-def _nginx_package() -> str:
-    for package in _NGINX_PACKAGES:
-        match = re.search(r"Candidate: (\S+)", _run(["apt-cache", "policy", package], 60.0))
-        if match and match.group(1) != "(none)":
-            return package
-    raise BenchError(f"apt offers none of {', '.join(_NGINX_PACKAGES)}")
-
-
-def _run(command: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> str:
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{command[0]} did not finish within {timeout:g} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return done.stdout
 
 
 # ----------------------------------------------------------------------------- files
@@ -224,15 +201,7 @@ class DataFile:
 
 def write_random_file(path: Path, size: int) -> DataFile:
     digest = hashlib.sha256()
-    written = 0
-    with path.open("wb") as f:
-        while written < size:
-            chunk = os.urandom(min(WRITE_CHUNK, size - written))
-            f.write(chunk)
-            digest.update(chunk)
-            written += len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
+    benchlib.write_random_file(path, size, lambda _offset, chunk: digest.update(chunk))
     return DataFile(path, size, digest.hexdigest())
 
 
@@ -245,31 +214,19 @@ def sha256_of(path: Path) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process (proc(5): fields 14 and 15 of stat)."""
+    """User + system CPU time of a running process; 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return benchlib.cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent on anything but idling, all cores together (proc(5): /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = values[:7]
-    steal = values[7] if len(values) > 7 else 0
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def read_status_kib(pid: int, key: str) -> int:
+    """A field of /proc/PID/status in KiB; 0 once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == key:
-                return int(value.split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return benchlib.read_status_kib(pid, key)
+    except (OSError, ValueError, IndexError, BenchError):
+        return 0
 
 
 class CpuWindow:
@@ -839,15 +796,6 @@ def check_download(summary: dict[str, Any], data: DataFile, out: Path) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    figure: str
-    measured: str
-    target: str = ""
-    met: bool | None = None
-    key: str = ""
-
-
 def rows(f: Figures) -> list[Row]:
     out: list[Row] = []
     if f.s1 is not None:
@@ -981,9 +929,6 @@ def _s4_rows(s: S4Figures) -> list[Row]:
     ]
 
 
-_VERDICTS = {None: "", True: "PASS", False: "MISS"}
-
-
 def print_report(f: Figures, table: Sequence[Row]) -> None:
     cfg = f.config
     print("lanpeer get benchmark on the lab LAN: figures as ratios measured in the same run")
@@ -1003,11 +948,7 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
         "defaults (16 connections, 4 per source, peers-first)"
     )
     print()
-    lines = [("figure", "measured", "target", "result")]
-    lines += [(r.figure, r.measured, r.target, _VERDICTS[r.met]) for r in table]
-    widths = [max(len(line[column]) for line in lines) for column in range(3)]
-    for figure, measured, target, verdict in lines:
-        print(f"{figure:<{widths[0]}}  {measured:>{widths[1]}}  {target:<{widths[2]}}  {verdict}".rstrip())
+    print_table(table)
     print()
     if f.s1 is not None:
         print("rounds, 1: get wall s: " + ", ".join(f"{v:.2f}" for v in f.s1.walls))
@@ -1034,22 +975,6 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
                 f"3: the machine was busy {busy:.2f} of {f.cores} cores during the gets: the links, not the "
                 "CPU, set the pace"
             )
-
-
-def as_json(f: Figures, table: Sequence[Row]) -> str:
-    targets = {r.key: {"measured": r.measured, "target": r.target, "met": r.met} for r in table if r.key}
-    figures = _rounded(asdict(f))
-    return json.dumps({"figures": figures, "targets": targets}, indent=2, default=str)
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    return value
 
 
 def save_plot(f: Figures, path: Path) -> str:
@@ -1173,13 +1098,6 @@ def _with(f: Figures, **changes: Any) -> Figures:
     return replace(f, **changes)
 
 
-def mem_available_mib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     parser = argparse.ArgumentParser(
         prog="scripts/bench/get",
@@ -1226,13 +1144,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     return config, args.json
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     config, want_json = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
     try:
         figures = run(config)
@@ -1250,8 +1164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"no plot: {type(exc).__name__}: {exc}")
     print(f"run time: {time.monotonic() - started:.0f} s")
     if want_json:
-        print(as_json(figures, table))
-    return 0 if all(row.met is not False for row in table) else 3
+        print(as_json(figures, table, default=str))
+    return exit_status(table)
 
 
 if __name__ == "__main__":

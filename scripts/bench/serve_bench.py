@@ -25,10 +25,8 @@ process did not start, a tool failed, or the agent served bytes that are not the
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import http.client
-import json
 import multiprocessing
 import os
 import platform
@@ -47,13 +45,36 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
+
+from benchlib import (
+    BenchError,
+    Row,
+    as_json,
+    cpu_seconds,
+    die_with_parent,
+    exit_on_sigterm,
+    exit_status,
+    machine_busy_seconds,
+    mem_available_mib,
+    nginx_package,
+    positive_float,
+    positive_int,
+    print_table,
+    progress,
+    read_status_kib,
+    reap,
+    run_command,
+    stop,
+    tail,
+    which,
+    write_random_file,
+)
 
 from agent.hashcache import HashCache
 from agent.inventory import Inventory
@@ -99,7 +120,6 @@ APT_TIMEOUT = 600.0
 
 RSS_POLL_SECONDS = 0.1
 LOG_POLL_SECONDS = 0.02
-WRITE_CHUNK = 16 * MiB
 SCAN_FILES = 4
 # Nested directories of the small files: 16 x 16 leaves.
 SMALL_FANOUT = 16
@@ -115,15 +135,9 @@ _SCAN = re.compile(
     r"scan: ([\d,]+) files? \(([\d,]+) hashed, ([\d,]+) from the cache, ([\d,]+) withdrawn\) in ([0-9.]+) s"
 )
 _OPENSSL_LINE = re.compile(r"^\S+\((.+)\)= ([0-9a-f]{64})$")
-_PR_SET_PDEATHSIG = 1
-_NGINX_PACKAGES = ("nginx-light", "nginx-core", "nginx")
 
 J = TypeVar("J")
 R = TypeVar("R")
-
-
-class BenchError(Exception):
-    """The run failed: its figures would mean nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +165,6 @@ class BenchConfig:
         return self.size // (4 * SCAN_FILES)
 
 
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- tools
 
 
@@ -169,20 +179,15 @@ class Tools:
 def ensure_tools() -> Tools:
     """Finds nginx, curl and openssl, installing what is missing with apt-get."""
     wanted = ("nginx", "curl", "openssl")
-    missing = [name for name in wanted if _which(name) is None]
+    missing = [name for name in wanted if which(name) is None]
     if missing:
         _install(missing)
-    paths = [_which(name) for name in wanted]
+    paths = [which(name) for name in wanted]
     absent = [name for name, path in zip(wanted, paths, strict=True) if path is None]
     if absent:
         raise BenchError(f"{', '.join(absent)} still missing after apt-get install")
     nginx, curl, openssl = (str(path) for path in paths)
     return Tools(nginx, curl, openssl, _versions(nginx, curl, openssl))
-
-
-def _which(name: str) -> str | None:
-    # nginx lives in /usr/sbin, which is not on every user's PATH.
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
 def _install(missing: Sequence[str]) -> None:
@@ -194,24 +199,16 @@ def _install(missing: Sequence[str]) -> None:
         raise BenchError(f"{', '.join(missing)} missing, and there is no apt-get to install them with")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     progress(f"{', '.join(missing)} missing: apt-get update")
-    _run(["apt-get", "update", "-qq"], APT_TIMEOUT, env=env)
+    run_command(["apt-get", "update", "-qq"], APT_TIMEOUT, env=env)
     packages = [name for name in missing if name != "nginx"]
     if "nginx" in missing:
-        packages.append(_nginx_package())
+        packages.append(nginx_package())
     progress(f"apt-get install {' '.join(packages)}")
-    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], APT_TIMEOUT, env=env)
+    run_command(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], APT_TIMEOUT, env=env
+    )
     if "nginx" in missing:
         _stop_system_nginx()
-
-
-def _nginx_package() -> str:
-    """The first nginx flavour this distribution offers."""
-    for package in _NGINX_PACKAGES:
-        policy = _run(["apt-cache", "policy", package], 60.0)
-        match = re.search(r"Candidate: (\S+)", policy)
-        if match and match.group(1) != "(none)":
-            return package
-    raise BenchError(f"apt offers none of {', '.join(_NGINX_PACKAGES)}")
 
 
 def _stop_system_nginx() -> None:
@@ -241,55 +238,12 @@ def _stop_system_nginx() -> None:
 
 def _versions(nginx: str, curl: str, openssl: str) -> str:
     nginx_v = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    curl_v = _run([curl, "--version"], 10.0).split("\n", 1)[0].split()
-    openssl_v = _run([openssl, "version"], 10.0).split()
+    curl_v = run_command([curl, "--version"], 10.0).split("\n", 1)[0].split()
+    openssl_v = run_command([openssl, "version"], 10.0).split()
     return (
         f"{nginx_v.stderr.strip().rpartition(' ')[2]}, curl {curl_v[1] if len(curl_v) > 1 else '?'}, "
         f"OpenSSL {openssl_v[1] if len(openssl_v) > 1 else '?'}"
     )
-
-
-def _run(command: Sequence[str], timeout: float, env: dict[str, str] | None = None) -> str:
-    """Runs a command to completion; its stdout, or BenchError with its stderr."""
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{command[0]} did not finish within {timeout:g} s") from None
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return done.stdout
-
-
-def _die_with_parent() -> None:
-    """Runs in a child before exec (or at a worker's start): the kernel sends it SIGTERM
-    should the benchmark die without stopping it."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop(process: subprocess.Popen[bytes], what: str) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(AGENT_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"bench: {what} ignored SIGTERM; killing it", file=sys.stderr)
-            process.kill()
-            process.wait()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError as exc:
-        return f"(cannot read {path}: {exc.strerror})"
 
 
 # ----------------------------------------------------------------------------- the files
@@ -332,28 +286,6 @@ def check_machine(config: BenchConfig, workdir: Path) -> None:
             f"warning: {available:,.0f} MiB of memory available; the files ({need / MiB:,.0f} MiB) may "
             "not all stay in the page cache, and figures may then include disk reads"
         )
-
-
-def mem_available_mib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def write_random_file(path: Path, size: int, on_chunk: Callable[[int, bytes], None] | None = None) -> None:
-    """Random bytes, written to disk (fsync) and left in the page cache; on_chunk(offset,
-    chunk) sees each chunk written."""
-    written = 0
-    with path.open("wb") as f:
-        while written < size:
-            chunk = os.urandom(min(WRITE_CHUNK, size - written))
-            f.write(chunk)
-            if on_chunk is not None:
-                on_chunk(written, chunk)
-            written += len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_stream_file(path: Path, size: int) -> StreamFile:
@@ -404,14 +336,6 @@ def make_data(workdir: Path, config: BenchConfig) -> Data:
 # ----------------------------------------------------------------------------- memory
 
 
-def read_status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name == key:
-            return int(value.split()[0])
-    raise BenchError(f"/proc/{pid}/status has no {key}")
-
-
 def reset_peak_rss(pid: int) -> bool:
     """Sets the process's VmHWM back to its current RSS (proc(5): clear_refs, value 5)."""
     try:
@@ -419,14 +343,6 @@ def reset_peak_rss(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process has used so far."""
-    # The fields after the parenthesised command name start at field 3 of proc_pid_stat(5);
-    # utime and stime are fields 14 and 15.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class OthersMeter:
@@ -444,14 +360,6 @@ class OthersMeter:
         seconds = time.monotonic() - self._clock
         others = machine_busy_seconds() - self._busy - (_own_cpu_seconds() - self._own) - measured_cpu
         return max(0.0, others / seconds) if seconds > 0 else 0.0
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent on anything but idling, all cores together (proc(5): /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = values[:7]
-    steal = values[7] if len(values) > 7 else 0
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_seconds() -> float:
@@ -587,15 +495,15 @@ def running_agent(
             stdout=log,
             stderr=log,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
     try:
         yield _wait_for_serving(process, LogReader(log_path), started, others)
     except Exception:
-        print(f"bench: the log of agent {name} ends:\n{_tail(log_path)}", file=sys.stderr)
+        print(f"bench: the log of agent {name} ends:\n{tail(log_path)}", file=sys.stderr)
         raise
     finally:
-        _stop(process, f"agent {name}")
+        stop(process, AGENT_STOP_TIMEOUT, f"bench: agent {name} ignored SIGTERM; killing it")
 
 
 def _wait_for_serving(
@@ -710,17 +618,17 @@ def running_nginx(tools: Tools, workdir: Path, root: Path) -> Iterator[Nginx]:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
     try:
         _wait_for_port(process, port)
         yield Nginx(process.pid, f"http://127.0.0.1:{port}")
     except Exception:
-        print(f"bench: nginx's error log ends:\n{_tail(home / 'error.log')}", file=sys.stderr)
-        print(f"bench: nginx's stderr ends:\n{_tail(home / 'stderr.log')}", file=sys.stderr)
+        print(f"bench: nginx's error log ends:\n{tail(home / 'error.log')}", file=sys.stderr)
+        print(f"bench: nginx's stderr ends:\n{tail(home / 'stderr.log')}", file=sys.stderr)
         raise
     finally:
-        _stop(process, "nginx")
+        stop(process, AGENT_STOP_TIMEOUT, "bench: nginx ignored SIGTERM; killing it")
 
 
 def free_port() -> int:
@@ -747,7 +655,7 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int) -> None:
 
 def curl_rate(tools: Tools, url: str, size: int) -> float:
     """Downloads `url` whole to /dev/null; curl's average rate in MiB/s."""
-    out = _run(
+    out = run_command(
         [
             tools.curl,
             "-s",
@@ -781,7 +689,7 @@ def curl_sha256(tools: Tools, url: str, workdir: Path, extra: Sequence[str] = ()
         [tools.curl, "-s", "--max-time", f"{TOOL_TIMEOUT:g}", "-D", str(header_file), *extra, url],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509
+        preexec_fn=die_with_parent,  # noqa: PLW1509
     )
     try:
         assert curl.stdout is not None
@@ -799,7 +707,7 @@ def curl_sha256(tools: Tools, url: str, workdir: Path, extra: Sequence[str] = ()
 
 
 def curl_head(tools: Tools, url: str) -> tuple[int, dict[str, str]]:
-    return _parse_head(_run([tools.curl, "-s", "--max-time", "60", "-I", url], 70.0))
+    return _parse_head(run_command([tools.curl, "-s", "--max-time", "60", "-I", url], 70.0))
 
 
 def _parse_head(text: str) -> tuple[int, dict[str, str]]:
@@ -815,7 +723,9 @@ def _parse_head(text: str) -> tuple[int, dict[str, str]]:
 
 def curl_status(tools: Tools, url: str) -> int:
     return int(
-        _run([tools.curl, "-s", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}", url], 70.0)
+        run_command(
+            [tools.curl, "-s", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}", url], 70.0
+        )
     )
 
 
@@ -1114,9 +1024,9 @@ def run_in_processes(
             process.start()
         collected = _collect(results, processes, timeout, tick)
     except BaseException:
-        _reap(processes, grace=0.0)
+        reap(processes, grace=0.0)
         raise
-    _reap(processes, grace=10.0)
+    reap(processes, grace=10.0)
     return collected
 
 
@@ -1127,7 +1037,7 @@ def _process_main(
     results: multiprocessing.Queue[tuple[int, Any, str | None]],
     slot: int,
 ) -> None:
-    _die_with_parent()
+    die_with_parent()
     try:
         results.put((slot, worker(job, barrier), None))
     except Exception:
@@ -1157,21 +1067,6 @@ def _collect(
             raise BenchError(f"a client process failed:\n{error}")
         collected[slot] = result
     return [collected[slot] for slot in range(len(processes))]
-
-
-def _reap(processes: Sequence[BaseProcess], *, grace: float) -> None:
-    """Waits up to `grace` seconds for the processes to exit, then ends the others."""
-    deadline = time.monotonic() + grace
-    for process in processes:
-        if process.pid is not None:
-            process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(5.0)
-        if process.is_alive():
-            process.kill()
-            process.join()
 
 
 def _no_tick() -> None:
@@ -1220,7 +1115,7 @@ def openssl_digests(tools: Tools, files: Sequence[Path]) -> tuple[dict[str, str]
     cores other processes used meanwhile."""
     others = OthersMeter()
     started = time.perf_counter()
-    out = _run([tools.openssl, "dgst", "-sha256", *map(str, files)], TOOL_TIMEOUT)
+    out = run_command([tools.openssl, "dgst", "-sha256", *map(str, files)], TOOL_TIMEOUT)
     seconds = time.perf_counter() - started
     other_cores = others.cores()
     digests = {}
@@ -1386,16 +1281,6 @@ class Figures:
     scan: ScanFigures
     flat: ScanFigures | None
     small: SmallFigures
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    figure: str
-    measured: str
-    # Rows with a target name it, and say whether it was met under a stable key.
-    target: str = ""
-    met: bool | None = None
-    key: str = ""
 
 
 def _rss_row(figure: str, mib: float, key: str) -> Row:
@@ -1573,9 +1458,6 @@ def _small_rows(f: Figures) -> list[Row]:
     ]
 
 
-_VERDICTS = {None: "", True: "PASS", False: "MISS"}
-
-
 def _rounds(n: int) -> str:
     return f"{n} round" if n == 1 else f"{n} rounds"
 
@@ -1607,11 +1489,7 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
         "the unchanged rescan is Inventory.scan() run directly (the agent logs no scan that changed nothing)"
     )
     print()
-    lines = [("figure", "measured", "target", "result")]
-    lines += [(r.figure, r.measured, r.target, _VERDICTS[r.met]) for r in table]
-    widths = [max(len(line[column]) for line in lines) for column in range(3)]
-    for figure, measured, target, verdict in lines:
-        print(f"{figure:<{widths[0]}}  {measured:>{widths[1]}}  {target:<{widths[2]}}  {verdict}".rstrip())
+    print_table(table)
     print()
     print("rounds, agent stream MiB/s: " + ", ".join(f"{v:,.0f}" for v in f.stream.agent_mibps))
     print("rounds, nginx stream MiB/s: " + ", ".join(f"{v:,.0f}" for v in f.stream.nginx_mibps))
@@ -1634,22 +1512,6 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
         )
     for sample in f.readers.samples:
         print(f"reader error: {sample}")
-
-
-def as_json(f: Figures, table: Sequence[Row]) -> str:
-    targets = {r.key: {"measured": r.measured, "target": r.target, "met": r.met} for r in table if r.key}
-    figures = _rounded(asdict(f))
-    return json.dumps({"figures": figures, "targets": targets}, indent=2)
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------- main
@@ -1701,20 +1563,6 @@ def run(config: BenchConfig) -> Figures:
     )
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     parser = argparse.ArgumentParser(
         prog="scripts/bench/serve",
@@ -1763,13 +1611,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     return config, args.json
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     config, want_json = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         figures = run(config)
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
@@ -1781,7 +1625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(figures, table)
     if want_json:
         print(as_json(figures, table))
-    return 0 if all(row.met is not False for row in table) else 3
+    return exit_status(table)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ tracker did not start, a call failed, or the index did not hold what the agents 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -32,12 +30,29 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
+
+from benchlib import (
+    BenchError,
+    Row,
+    as_json,
+    cpu_seconds,
+    die_with_parent,
+    exit_on_sigterm,
+    exit_status,
+    positive_float,
+    positive_int,
+    print_table,
+    progress,
+    read_status_kib,
+    reap,
+    stop,
+    tail,
+)
 
 from tracker.client import AdminClient, TrackerClient
 from tracker.errors import TrackerError
@@ -82,14 +97,9 @@ _FILE_KINDS: tuple[tuple[str, int, int], ...] = (
 )
 
 _LISTENING = re.compile(r"tracker listening on 127\.0\.0\.1:(\d+) \(plaintext\)")
-_PR_SET_PDEATHSIG = 1
 
 J = TypeVar("J")
 R = TypeVar("R")
-
-
-class BenchError(Exception):
-    """The run failed: its figures would mean nothing."""
 
 
 # The tracker runs as a lab would run it, with both tokens, so every call pays for the check.
@@ -186,26 +196,20 @@ def running_tracker(workdir: Path, *, pin: bool) -> Iterator[Tracker]:
             env={**os.environ, "LANPEER_TOKEN": CLUSTER_TOKEN, "LANPEER_ADMIN_TOKEN": ADMIN_TOKEN},
             stdout=log,
             stderr=log,
-            preexec_fn=_pinned_to_core_zero if pin else _die_with_parent,  # noqa: PLW1509
+            preexec_fn=_pinned_to_core_zero if pin else die_with_parent,  # noqa: PLW1509
         )
     try:
         port = _wait_for_port(process, log_path)
         yield Tracker(process.pid, f"127.0.0.1:{port}")
     except Exception:
-        print(f"the tracker's log ends:\n{_tail(log_path)}", file=sys.stderr)
+        print(f"the tracker's log ends:\n{tail(log_path)}", file=sys.stderr)
         raise
     finally:
-        _stop(process)
-
-
-def _die_with_parent() -> None:
-    """Runs in the tracker's process before exec: the kernel sends it SIGTERM should the
-    benchmark die without stopping it."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        stop(process, TRACKER_STOP_TIMEOUT, "the tracker ignored SIGTERM; killing it")
 
 
 def _pinned_to_core_zero() -> None:
-    _die_with_parent()
+    die_with_parent()
     os.sched_setaffinity(0, {0})
 
 
@@ -226,40 +230,11 @@ def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
     raise BenchError(f"the tracker did not say it was listening within {TRACKER_START_TIMEOUT:g} s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(TRACKER_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print("the tracker ignored SIGTERM; killing it", file=sys.stderr)
-            process.kill()
-            process.wait()
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
-    except OSError as exc:
-        return f"(cannot read {path}: {exc.strerror})"
-
-
 def read_memory(pid: int) -> Memory:
     """The peak (VmHWM) and current (VmRSS) resident set of a process."""
-    fields: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            fields[key] = int(value.split()[0]) / 1024
-    return Memory(peak_mib=fields["VmHWM"], current_mib=fields["VmRSS"])
-
-
-def cpu_seconds(pid: int) -> float:
-    """The user and system CPU time a process has used so far."""
-    # The fields after the parenthesised command name start at field 3 of proc_pid_stat(5);
-    # utime and stime are fields 14 and 15.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return Memory(
+        peak_mib=read_status_kib(pid, "VmHWM") / 1024, current_mib=read_status_kib(pid, "VmRSS") / 1024
+    )
 
 
 # ----------------------------------------------------------------------------- client processes
@@ -283,9 +258,9 @@ def run_in_processes(
     try:
         collected = _collect(results, processes, timeout)
     except BaseException:
-        _reap(processes, grace=0.0)
+        reap(processes, grace=0.0)
         raise
-    _reap(processes, grace=10.0)
+    reap(processes, grace=10.0)
     return collected
 
 
@@ -327,20 +302,6 @@ def _collect(
             raise BenchError(f"client process {slot} failed:\n{error}")
         collected[slot] = result
     return [collected[slot] for slot in range(len(processes))]
-
-
-def _reap(processes: Sequence[BaseProcess], *, grace: float) -> None:
-    """Waits up to `grace` seconds for the processes to exit, then ends the others."""
-    deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(5.0)
-        if process.is_alive():
-            process.kill()
-            process.join()
 
 
 def _warm_up(client: TrackerClient, digest: str) -> None:
@@ -520,16 +481,6 @@ class Figures:
     tracker_rss_mib: float
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    figure: str
-    measured: str
-    # Rows with a target name it, and say whether it was met under a stable key.
-    target: str = ""
-    met: bool | None = None
-    key: str = ""
-
-
 def sync_target_seconds(holdings: int) -> float:
     return SYNC_SECONDS_PER_MILLION * holdings / 1_000_000
 
@@ -576,9 +527,6 @@ def rows(f: Figures) -> list[Row]:
     ]
 
 
-_VERDICTS = {None: "", True: "PASS", False: "MISS"}
-
-
 def print_report(f: Figures, table: Sequence[Row]) -> None:
     print(
         f"lanpeer tracker benchmark: {f.agents:,} agents x {f.files_per_agent:,} files = "
@@ -594,17 +542,7 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
     else:
         print(f"machine: {f.cores} cores, shared by the tracker and all client processes")
     print()
-    lines = [("figure", "measured", "target", "result")]
-    lines += [(r.figure, r.measured, r.target, _VERDICTS[r.met]) for r in table]
-    widths = [max(len(line[column]) for line in lines) for column in range(3)]
-    for figure, measured, target, verdict in lines:
-        print(f"{figure:<{widths[0]}}  {measured:>{widths[1]}}  {target:<{widths[2]}}  {verdict}".rstrip())
-
-
-def as_json(f: Figures, table: Sequence[Row]) -> str:
-    targets = {r.key: {"target": r.target, "met": r.met} for r in table if r.key}
-    figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(f).items()}
-    return json.dumps({"figures": figures, "targets": targets}, indent=2)
+    print_table(table)
 
 
 # ----------------------------------------------------------------------------- main
@@ -647,24 +585,6 @@ def run(config: BenchConfig) -> Figures:
     )
 
 
-def progress(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     parser = argparse.ArgumentParser(
         prog="scripts/bench/tracker",
@@ -698,13 +618,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
     return config, args.json
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     config, want_json = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         figures = run(config)
     except (BenchError, TrackerError, OSError) as exc:
@@ -713,8 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = rows(figures)
     print_report(figures, table)
     if want_json:
-        print(as_json(figures, table))
-    return 0 if all(row.met is not False for row in table) else 3
+        print(as_json(figures, table, measured=False))
+    return exit_status(table)
 
 
 if __name__ == "__main__":
