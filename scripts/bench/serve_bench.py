@@ -403,6 +403,7 @@ class LogReader:
         self.path = path
         self._offset = 0
         self._partial = b""
+        self._unread: list[str] = []
 
     def new_lines(self) -> list[str]:
         with self.path.open("rb") as f:
@@ -410,7 +411,12 @@ class LogReader:
             data = f.read()
         self._offset += len(data)
         *complete, self._partial = (self._partial + data).split(b"\n")
-        return [line.decode(errors="replace") for line in complete]
+        lines, self._unread = self._unread + [line.decode(errors="replace") for line in complete], []
+        return lines
+
+    def unread(self, lines: list[str]) -> None:
+        """Gives lines back, to be returned first by the next new_lines()."""
+        self._unread = lines + self._unread
 
 
 def log_time(line: str) -> datetime | None:
@@ -511,10 +517,13 @@ def _wait_for_serving(
 ) -> Agent:
     deadline = time.monotonic() + AGENT_START_TIMEOUT
     while time.monotonic() < deadline:
-        for line in log.new_lines():
+        lines = log.new_lines()
+        for i, line in enumerate(lines):
             match = _SERVING.search(line)
             at = log_time(line)
             if match and at is not None:
+                # The scan line may already follow in the same read: keep it for wait_for_scan.
+                log.unread(lines[i + 1 :])
                 return Agent(process, log, int(match.group(1)), started, at, others)
         if process.poll() is not None:
             raise BenchError(f"the agent exited with status {process.returncode} before serving")
