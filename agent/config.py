@@ -3,7 +3,6 @@ frozen AgentConfig. Flags win over the file; the file wins over the defaults."""
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,13 +14,13 @@ from agent.errors import ConfigError
 from agent.ranges import parse_rate
 from tracker.errors import InvalidArgument
 from tracker.model import split_host_port
+from tracker.process import state_home
 
 DEFAULT_LISTEN = "0.0.0.0:7071"
 
 
 def default_state_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "lanpeer" / "agent"
+    return state_home() / "agent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,7 @@ class _Run:
     # The digest of each verified piece; the manifest's when known, else computed here.
     piece_hashes: dict[int, bytes] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
+    done_bytes: int = 0
     # Bytes fetched from the origin as one stream, outside the planner.
     streamed: int = 0
     # The first piece not yet verified: every piece before it is in the file digest.
@@ -154,6 +155,7 @@ class _Run:
 
     def __post_init__(self) -> None:
         self.whole = _FileDigest(self.fd, self.plan.output)
+        self.done_bytes = sum(self.sizes[i] for i in self.done)
 
 
 class Downloader:
@@ -334,7 +336,9 @@ class Downloader:
         if result.fatal is not None:
             raise result.fatal
         if result.failure is None:
-            run.done.add(a.piece)
+            if a.piece not in run.done:
+                run.done.add(a.piece)
+                run.done_bytes += run.sizes[a.piece]
             run.piece_hashes.setdefault(a.piece, result.digest)
             run.planner.done(a.id, now)
             # The file's digest follows the run of verified pieces from the start, so that
@@ -366,6 +370,7 @@ class Downloader:
         """One GET of the whole file from an origin that ignores Range: written in order,
         each piece hashed (and checked, when its digest is known) as it completes."""
         run.done.clear()
+        run.done_bytes = 0
         run.piece_hashes.clear()
         pieces = _InOrderPieces(run)
 
@@ -389,11 +394,10 @@ class Downloader:
         if self._on_progress is None:
             return
         flights = list(running)
-        done_bytes = sum(run.sizes[i] for i in run.done)
         self._on_progress(
             Progress(
                 size=run.plan.size,
-                done_bytes=done_bytes,
+                done_bytes=run.done_bytes,
                 peers_active=len({a.source for a in flights if a.source != ORIGIN_ID}),
                 origin_active=any(a.source == ORIGIN_ID for a in flights),
                 elapsed=self._clock() - started,
@@ -464,6 +468,7 @@ class _InOrderPieces:
                     raise DownloadError(f"the origin sent piece {self._piece} with a wrong hash")
                 run.piece_hashes[self._piece] = digest
                 run.done.add(self._piece)
+                run.done_bytes += run.sizes[self._piece]
                 self._piece += 1
                 self._hasher = hashlib.sha256()
                 completed = True

@@ -46,7 +46,7 @@ from agent.errors import (
 )
 from tracker import __version__
 from tracker.errors import InvalidArgument
-from tracker.model import Validator, check_http_url
+from tracker.model import Validator, check_http_url, is_sha256
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -69,7 +69,6 @@ DRAIN_LIMIT = 64 * KiB
 # would answer a GET (400, 403: a URL signed for GET only, as S3's presigned URLs are).
 HEAD_REFUSED = frozenset({400, 403, 405, 501})
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 # RFC 9110 §8.8.3: entity-tag = [ weak ] opaque-tag; opaque-tag = DQUOTE *etagc DQUOTE.
 # Header values arrive decoded as latin-1, so obs-text is \x80-\xff.
@@ -105,7 +104,7 @@ class OriginInfo:
             raise ValueError(str(exc)) from None
         if self.size is not None and self.size < 0:
             raise ValueError(f"origin size: {self.size} is negative")
-        if self.digest_hint is not None and not _SHA256.fullmatch(self.digest_hint):
+        if self.digest_hint is not None and not is_sha256(self.digest_hint):
             raise ValueError(f"origin digest hint: {self.digest_hint!r} is not a SHA-256 in hex")
         v = self.validator
         if v is not None and not v.etag and v.content_length != self.size:
@@ -672,7 +671,7 @@ class HttpFetcher:
         count. Busy (503): SourceBusy with its Retry-After; not held (404): SourceMissing;
         401/403: SourceUnauthorized; anything but the exact bytes: SourceFailed."""
         length = _check_span(start, end, into)
-        if not _SHA256.fullmatch(sha256):
+        if not is_sha256(sha256):
             raise ValueError(f"{sha256!r} is not a SHA-256 digest (64 lowercase hex digits)")
         url = f"{base_url.rstrip('/')}/v1/blobs/{sha256}"
         headers = {"Range": f"bytes={start}-{end}", "If-Range": f'"{sha256}"'}

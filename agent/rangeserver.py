@@ -23,7 +23,6 @@ import hmac
 import http
 import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -47,6 +46,7 @@ from agent.ranges import (
     range_applies,
     unsatisfied_content_range,
 )
+from tracker.model import is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ TEXT_PLAIN = "text/plain; charset=utf-8"
 ALLOWED_METHODS = "GET, HEAD"
 _BLOBS = "/v1/blobs/"
 _HEALTH = "/v1/health"
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +534,7 @@ class RangeServer:
             reply = self._not_allowed()
         elif not self._authorized(request):
             reply = _text_reply(401, [("WWW-Authenticate", "Bearer")])
-        elif not _SHA256.fullmatch(digest):
+        elif not is_sha256(digest):
             reply = _text_reply(400, text="not a SHA-256 digest (64 lowercase hex digits)")
         elif head:
             return await self._send_blob(conn, writer, request, digest, head=True, close=close)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from tracker.model import (
     split_host_port,
 )
 from tracker.policy import DEFAULT_POLICY, POLICY_NAMES
-from tracker.process import configure_logging, run_command, run_until_signalled
+from tracker.process import configure_logging, run_command, run_until_signalled, state_home
 from tracker.render import human_age, human_size, table
 from tracker.server import TrackerConfig, TrackerServer
 
@@ -40,8 +39,7 @@ DEFAULT_TRACKER = "127.0.0.1:7070"
 
 
 def default_db_path() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "lanpeer" / "tracker.db"
+    return state_home() / "tracker.db"
 
 
 def host_port(value: str) -> str:

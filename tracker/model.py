@@ -57,8 +57,12 @@ def check_size(size: int, what: str = "size") -> int:
     return size
 
 
+def is_sha256(value: str) -> bool:
+    return _SHA256.fullmatch(value) is not None
+
+
 def check_sha256(value: str, what: str = "sha256") -> str:
-    if not _SHA256.fullmatch(value):
+    if not is_sha256(value):
         raise InvalidArgument(f"{what}: {_shown(value)} is not a SHA-256 digest (64 lowercase hex digits)")
     return value
 

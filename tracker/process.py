@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -17,6 +19,13 @@ class Service(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
+
+
+def state_home() -> Path:
+    """Where lanpeer keeps its state unless told otherwise: $XDG_STATE_HOME/lanpeer, or
+    ~/.local/state/lanpeer."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "lanpeer"
 
 
 def configure_logging(level: str) -> None:

@@ -60,7 +60,8 @@ def _rpc(method: Handler[R]) -> Handler[R]:
     @functools.wraps(method)
     def wrapper(self: _Servicer, request: Any, context: grpc.ServicerContext) -> R:
         try:
-            check_token(context.invocation_metadata(), self.token, self.token_kind)
+            if self.token is not None:
+                check_token(context.invocation_metadata(), self.token, self.token_kind)
             return method(self, request, context)
         except TrackerError as exc:
             if isinstance(exc, StoreError):

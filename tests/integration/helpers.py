@@ -7,12 +7,14 @@ import functools
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.rangeserver import OpenBlob, RangeServer, RangeServerConfig
 from tracker.client import AdminClient, TrackerClient
 from tracker.model import (
     AgentInfo,
@@ -179,4 +181,40 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.01)
+
+
+class BlobFiles:
+    """Blobs in a directory, named by digest, as an agent's inventory hands them to its range
+    server. `extra` makes it claim more bytes than a file holds, so the server stops short."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.extra: dict[str, int] = {}
+        self.opened: list[OpenBlob] = []
+
+    def open_blob(self, sha256: str) -> OpenBlob | None:
+        path = self.root / sha256
+        if not path.exists():
+            return None
+        blob = OpenBlob(sha256, path.stat().st_size + self.extra.get(sha256, 0), path.open("rb"))
+        self.opened.append(blob)
+        return blob
+
+
+def range_servers(store: BlobFiles) -> Iterator[Callable[..., RangeServer]]:
+    """For a fixture: starts range servers on 127.0.0.1, port 0, over `store`; stops them at
+    the end and checks that every file they were given was closed."""
+    started: list[RangeServer] = []
+
+    def start(**settings: object) -> RangeServer:
+        config = RangeServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})  # type: ignore[arg-type]
+        server = RangeServer(config, store)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(grace=0)
+    assert all(blob.file.closed for blob in store.opened)

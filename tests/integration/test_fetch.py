@@ -27,7 +27,8 @@ from agent.errors import (
     ValidatorChanged,
 )
 from agent.fetch import HttpFetcher, OriginInfo
-from agent.rangeserver import OpenBlob, RangeServer, RangeServerConfig
+from agent.rangeserver import RangeServer
+from tests.integration.helpers import BlobFiles, range_servers
 from tests.integration.origin import DEFAULT_LAST_MODIFIED, Origin, start_origin
 from tracker.model import Validator
 
@@ -422,24 +423,6 @@ def test_proxies_from_the_environment_serve_the_origin_never_peers(
 # ----------------------------------------------------------------------------- peers
 
 
-class BlobFiles:
-    """Blobs in a directory, as an agent's inventory hands them to its range server.
-    `extra` makes it claim more bytes than a file holds, so the server stops short."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.extra: dict[str, int] = {}
-        self.opened: list[OpenBlob] = []
-
-    def open_blob(self, sha256: str) -> OpenBlob | None:
-        path = self.root / sha256
-        if not path.exists():
-            return None
-        blob = OpenBlob(sha256, path.stat().st_size + self.extra.get(sha256, 0), path.open("rb"))
-        self.opened.append(blob)
-        return blob
-
-
 @pytest.fixture(scope="module")
 def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("blobs")
@@ -459,19 +442,7 @@ Serve = Callable[..., RangeServer]
 
 @pytest.fixture
 def serve(blobs: BlobFiles) -> Iterator[Serve]:
-    started: list[RangeServer] = []
-
-    def start(**settings: object) -> RangeServer:
-        config = RangeServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})  # type: ignore[arg-type]
-        server = RangeServer(config, blobs)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(grace=0)
-    assert all(blob.file.closed for blob in blobs.opened)
+    yield from range_servers(blobs)
 
 
 @pytest.fixture

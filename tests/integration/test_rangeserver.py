@@ -14,18 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from agent.errors import ConfigError
 from agent.rangeserver import (
-    OpenBlob,
     RangeServer,
     RangeServerConfig,
     TokenBucket,
     limited_chunk,
 )
+from tests.integration.helpers import BlobFiles, eventually, range_servers
 from tests.unit.helpers import FakeClock
 
 MiB = 1024 * 1024
@@ -40,24 +39,6 @@ UNKNOWN_SHA = hashlib.sha256(b"unknown").hexdigest()
 TIMEOUT = 5.0
 
 
-class FileStore:
-    """Blobs in a directory. Remembers every file it opens, to check that the server closes
-    them all."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.sizes = {sha: (root / sha).stat().st_size for sha in (SHA, EMPTY_SHA, BIG_SHA)}
-        self.opened: list[BinaryIO] = []
-        self.lie_about_size = 0
-
-    def open_blob(self, sha256: str) -> OpenBlob | None:
-        if sha256 not in self.sizes:
-            return None
-        file = (self.root / sha256).open("rb")
-        self.opened.append(file)
-        return OpenBlob(sha256, self.sizes[sha256] + self.lie_about_size, file)
-
-
 @pytest.fixture(scope="module")
 def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("blobs")
@@ -69,30 +50,18 @@ def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(blob_dir: Path) -> FileStore:
-    return FileStore(blob_dir)
+def store(blob_dir: Path) -> BlobFiles:
+    return BlobFiles(blob_dir)
 
 
 Serve = Callable[..., RangeServer]
 
 
 @pytest.fixture
-def serve(store: FileStore) -> Iterator[Serve]:
+def serve(store: BlobFiles) -> Iterator[Serve]:
     """Starts range servers on 127.0.0.1, port 0; stops them at the end and checks that
     every file they were given was closed."""
-    started: list[RangeServer] = []
-
-    def start(**settings: object) -> RangeServer:
-        config = RangeServerConfig(**{"host": "127.0.0.1", "port": 0, **settings})  # type: ignore[arg-type]
-        server = RangeServer(config, store)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop(grace=0)
-    assert all(f.closed for f in store.opened)
+    yield from range_servers(store)
 
 
 @pytest.fixture
@@ -136,14 +105,6 @@ def stalled_download(server: RangeServer, sha: str = BIG_SHA) -> socket.socket:
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(f"GET /v1/blobs/{sha} HTTP/1.1\r\nHost: peer\r\n\r\n".encode())
     return sock
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting for the server")
-        time.sleep(0.005)
 
 
 def check_still_serving(server: RangeServer) -> None:
@@ -203,7 +164,7 @@ def test_get_serves_the_whole_blob_with_its_validators(server: RangeServer) -> N
     assert headers["Content-Type"] == "application/octet-stream"
     assert headers["Date"]
     # The server counts the bytes just after they went out.
-    wait_until(lambda: server.bytes_served == len(DATA))
+    eventually(lambda: server.bytes_served == len(DATA))
 
 
 @pytest.mark.parametrize(
@@ -255,7 +216,7 @@ def test_head_has_the_headers_of_get_and_no_body(server: RangeServer) -> None:
     for response in (head, ranged_head):
         assert response.status == 200
         assert dict(response.headers.items()) | {"Date": ""} == dict(get_headers.items()) | {"Date": ""}
-    wait_until(lambda: server.bytes_served == len(DATA))
+    eventually(lambda: server.bytes_served == len(DATA))
 
 
 def test_head_of_the_health_check(server: RangeServer) -> None:
@@ -476,7 +437,7 @@ def test_the_upload_cap_turns_away_the_next_download_with_retry_after(serve: Ser
     server = serve(max_uploads=2)
     stalled = [stalled_download(server), stalled_download(server)]
     try:
-        wait_until(lambda: server.active_uploads == 2)
+        eventually(lambda: server.active_uploads == 2)
         status, headers, body = request(server, blob(), {"Range": "bytes=0-9"})
         assert status == 503
         assert headers["Retry-After"] == "2"
@@ -485,14 +446,14 @@ def test_the_upload_cap_turns_away_the_next_download_with_retry_after(serve: Ser
         status, _, body = request(server, "/v1/health")
         assert json.loads(body) == {"status": "ok", "active_uploads": 2, "max_uploads": 2}
         stalled.pop().close()
-        wait_until(lambda: server.active_uploads == 1)
+        eventually(lambda: server.active_uploads == 1)
         check_still_serving(server)
         # The server gives the slot back just after the last byte went out.
-        wait_until(lambda: server.active_uploads == 1)
+        eventually(lambda: server.active_uploads == 1)
     finally:
         for sock in stalled:
             sock.close()
-    wait_until(lambda: server.active_uploads == 0)
+    eventually(lambda: server.active_uploads == 0)
 
 
 def test_a_client_leaving_mid_body_frees_its_slot_quietly(
@@ -502,30 +463,30 @@ def test_a_client_leaving_mid_body_frees_its_slot_quietly(
     server = serve(max_uploads=1)
     sock = stalled_download(server)
     assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-    wait_until(lambda: server.active_uploads == 1)
+    eventually(lambda: server.active_uploads == 1)
     sock.close()
-    wait_until(lambda: server.active_uploads == 0)
+    eventually(lambda: server.active_uploads == 0)
 
     def dropped() -> list[logging.LogRecord]:
         return [r for r in caplog.records if r.name == "agent.rangeserver" and "dropped" in r.getMessage()]
 
-    wait_until(lambda: bool(dropped()))
+    eventually(lambda: bool(dropped()))
     check_still_serving(server)
     assert [r.levelno for r in dropped()] == [logging.DEBUG]
     assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
 
 
 def test_a_file_that_shrank_under_the_server_ends_the_response_short(
-    serve: Serve, store: FileStore, caplog: pytest.LogCaptureFixture
+    serve: Serve, store: BlobFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = serve()
-    store.lie_about_size = 10
+    store.extra[SHA] = 10
     with pytest.raises(http.client.IncompleteRead):
         request(server, blob())
     assert any("ended at byte" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    store.lie_about_size = 0
+    store.extra.clear()
     check_still_serving(server)
-    wait_until(lambda: server.active_uploads == 0)
+    eventually(lambda: server.active_uploads == 0)
 
 
 # ----------------------------------------------------------------------------- connections and timeouts
@@ -630,8 +591,8 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(serve: Se
     server = serve(send_timeout=0.3)
     sock = stalled_download(server)
     try:
-        wait_until(lambda: server.active_uploads == 1)
-        wait_until(lambda: server.active_uploads == 0, timeout=3.0)
+        eventually(lambda: server.active_uploads == 1)
+        eventually(lambda: server.active_uploads == 0, timeout=3.0)
     finally:
         sock.close()
     check_still_serving(server)
@@ -663,7 +624,7 @@ def test_stop_lets_an_upload_finish_within_the_grace_and_refuses_new_connections
 
     downloader = threading.Thread(target=download)
     downloader.start()
-    wait_until(lambda: server.active_uploads == 1)
+    eventually(lambda: server.active_uploads == 1)
     stopper = threading.Thread(target=server.stop, kwargs={"grace": 5.0})
     started = time.monotonic()
     stopper.start()
@@ -677,7 +638,7 @@ def test_stop_lets_an_upload_finish_within_the_grace_and_refuses_new_connections
                 return True
             return False
 
-        wait_until(refused, timeout=1.0)
+        eventually(refused, timeout=1.0)
         refused_at = time.monotonic()
     finally:
         downloader.join()
@@ -698,7 +659,7 @@ def test_stop_cuts_off_what_is_still_under_way_after_the_grace(serve: Serve) -> 
         response = http.client.HTTPResponse(idle)
         response.begin()
         response.read()
-        wait_until(lambda: server.active_uploads == 1)
+        eventually(lambda: server.active_uploads == 1)
         started = time.monotonic()
         server.stop(grace=0.3)
         assert 0.25 < time.monotonic() - started < 2.0
@@ -711,21 +672,21 @@ def test_stop_cuts_off_what_is_still_under_way_after_the_grace(serve: Serve) -> 
     server.stop()  # A second stop does nothing.
 
 
-def test_the_server_is_a_context_manager(store: FileStore) -> None:
+def test_the_server_is_a_context_manager(store: BlobFiles) -> None:
     with RangeServer(RangeServerConfig(host="127.0.0.1", port=0), store) as server:
         check_still_serving(server)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
 
 
-def test_a_port_in_use_fails_start_and_leaves_no_thread(server: RangeServer, store: FileStore) -> None:
+def test_a_port_in_use_fails_start_and_leaves_no_thread(server: RangeServer, store: BlobFiles) -> None:
     taken = RangeServer(RangeServerConfig(host="127.0.0.1", port=server.port), store)
     with pytest.raises(OSError, match="in use"):
         taken.start()
     taken.stop()
 
 
-def test_stop_before_start_does_nothing(store: FileStore) -> None:
+def test_stop_before_start_does_nothing(store: BlobFiles) -> None:
     RangeServer(RangeServerConfig(host="127.0.0.1", port=0), store).stop()
 
 
