@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -55,6 +56,20 @@ def check_size(size: int, what: str = "size") -> int:
     if not 0 <= size <= MAX_CONTENT_SIZE:
         raise InvalidArgument(f"{what}: {size} is outside 0..{MAX_CONTENT_SIZE} bytes")
     return size
+
+
+def check_piece_layout(size: int, piece_size: int, what: str) -> int:
+    """Checks that `size` bytes cut in pieces of `piece_size` make a valid layout; returns
+    the piece count."""
+    ps = piece_size
+    if not MIN_PIECE_SIZE <= ps <= MAX_PIECE_SIZE or ps & (ps - 1):
+        raise InvalidArgument(
+            f"{what}.piece_size: {ps} is not a power of two from {MIN_PIECE_SIZE} to {MAX_PIECE_SIZE}"
+        )
+    count = piece_count(size, ps)
+    if count > MAX_PIECE_COUNT:
+        raise InvalidArgument(f"{what}: {count} pieces is more than {MAX_PIECE_COUNT}")
+    return count
 
 
 def is_sha256(value: str) -> bool:
@@ -131,13 +146,7 @@ class Manifest:
         check_sha256(self.sha256, "manifest.sha256")
         check_size(self.size, "manifest.size")
         ps = self.piece_size
-        if not MIN_PIECE_SIZE <= ps <= MAX_PIECE_SIZE or ps & (ps - 1):
-            raise InvalidArgument(
-                f"manifest.piece_size: {ps} is not a power of two from {MIN_PIECE_SIZE} to {MAX_PIECE_SIZE}"
-            )
-        expected = piece_count(self.size, ps)
-        if expected > MAX_PIECE_COUNT:
-            raise InvalidArgument(f"manifest: {expected} pieces is more than {MAX_PIECE_COUNT}")
+        expected = check_piece_layout(self.size, ps, "manifest")
         if len(self.piece_hashes) != expected * HASH_LEN:
             got = len(self.piece_hashes) / HASH_LEN
             raise InvalidArgument(
@@ -382,6 +391,79 @@ class Stats:
     manifests: int
     sources: int
     bad_source_reports: int
+    swarms: int = 0
+    swarm_members: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """One swarm member's report, sent about once a second while it downloads."""
+
+    # Empty for an observer: a client that can serve nothing and joins nothing.
+    agent_id: str
+    swarm_id: str
+    size: int
+    piece_size: int
+    have: bytes  # bitmap of verified pieces
+    # Hashes of pieces in `have` the tracker did not know at the last answer.
+    hashes: Mapping[int, bytes] = field(default_factory=dict)
+    hashes_known: bytes = b""  # bitmap; empty means none
+    origin_claims: frozenset[int] = frozenset()
+    want_origin: int = 0
+    complete: bool = False
+    leaving: bool = False
+
+    def __post_init__(self) -> None:
+        if self.agent_id:
+            check_agent_id(self.agent_id)
+        check_sha256(self.swarm_id, "swarm_id")
+        check_size(self.size)
+        if self.size == 0:
+            raise InvalidArgument("size: empty content needs no swarm")
+        pieces = check_piece_layout(self.size, self.piece_size, "announce")
+        check_bitmap(self.have, pieces, "have")
+        if self.hashes_known:
+            check_bitmap(self.hashes_known, pieces, "hashes_known")
+        for index, digest in self.hashes.items():
+            if not 0 <= index < pieces:
+                raise InvalidArgument(f"hashes: piece {index} is past the last piece ({pieces - 1})")
+            if len(digest) != HASH_LEN:
+                raise InvalidArgument(f"hashes: piece {index} has a {len(digest)}-byte digest, not 32")
+            if not bitmap_has(self.have, index):
+                raise InvalidArgument(f"hashes: piece {index} is not among the pieces it has")
+        for index in self.origin_claims:
+            if not 0 <= index < pieces:
+                raise InvalidArgument(f"origin_claims: piece {index} is past the last piece ({pieces - 1})")
+        if not 0 <= self.want_origin <= MAX_PIECE_COUNT:
+            raise InvalidArgument(f"want_origin: {self.want_origin} is out of range")
+        if self.complete and bitmap_count(self.have) != pieces:
+            raise InvalidArgument("complete: it does not have every piece")
+
+    @property
+    def piece_count(self) -> int:
+        return piece_count(self.size, self.piece_size)
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmMember:
+    agent_id: str
+    base_url: str
+    # The verified pieces; None when it has them all.
+    have: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmView:
+    """The tracker's answer to an Announce."""
+
+    members: tuple[SwarmMember, ...]
+    # Hashes the tracker knows that the announce's hashes_known lacked.
+    hashes: Mapping[int, bytes]
+    hashes_known: bytes  # bitmap
+    origin_granted: tuple[int, ...]
+    origin_claimed: bytes  # bitmap
+    hash_conflicts: tuple[int, ...]
+    interval: float  # seconds
 
 
 @dataclass(frozen=True, slots=True)

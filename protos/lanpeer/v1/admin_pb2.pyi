@@ -155,7 +155,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("live_agents", "dead_agents", "banned_agents", "distinct_files", "holdings", "bytes_held", "manifests", "sources", "bad_source_reports")
+    __slots__ = ("live_agents", "dead_agents", "banned_agents", "distinct_files", "holdings", "bytes_held", "manifests", "sources", "bad_source_reports", "swarms", "swarm_members")
     LIVE_AGENTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_AGENTS_FIELD_NUMBER: _ClassVar[int]
     BANNED_AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,8 @@ class GetStatsResponse(_message.Message):
     MANIFESTS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     BAD_SOURCE_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    SWARMS_FIELD_NUMBER: _ClassVar[int]
+    SWARM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     live_agents: int
     dead_agents: int
     banned_agents: int
@@ -174,4 +176,6 @@ class GetStatsResponse(_message.Message):
     manifests: int
     sources: int
     bad_source_reports: int
-    def __init__(self, live_agents: _Optional[int] = ..., dead_agents: _Optional[int] = ..., banned_agents: _Optional[int] = ..., distinct_files: _Optional[int] = ..., holdings: _Optional[int] = ..., bytes_held: _Optional[int] = ..., manifests: _Optional[int] = ..., sources: _Optional[int] = ..., bad_source_reports: _Optional[int] = ...) -> None: ...
+    swarms: int
+    swarm_members: int
+    def __init__(self, live_agents: _Optional[int] = ..., dead_agents: _Optional[int] = ..., banned_agents: _Optional[int] = ..., distinct_files: _Optional[int] = ..., holdings: _Optional[int] = ..., bytes_held: _Optional[int] = ..., manifests: _Optional[int] = ..., sources: _Optional[int] = ..., bad_source_reports: _Optional[int] = ..., swarms: _Optional[int] = ..., swarm_members: _Optional[int] = ...) -> None: ...

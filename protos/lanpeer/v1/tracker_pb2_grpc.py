@@ -76,6 +76,11 @@ class TrackerServiceStub:
                 request_serializer=lanpeer_dot_v1_dot_tracker__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=lanpeer_dot_v1_dot_tracker__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/lanpeer.v1.TrackerService/Announce',
+                request_serializer=lanpeer_dot_v1_dot_tracker__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=lanpeer_dot_v1_dot_tracker__pb2.AnnounceResponse.FromString,
+                _registered_method=True)
 
 
 class TrackerServiceServicer:
@@ -139,6 +144,14 @@ class TrackerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Announce(self, request, context):
+        """Joins or refreshes a swarm: the agents fetching the same content at the same time.
+        Each downloading agent calls it about once per interval_ms, whatever the file's size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrackerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +194,11 @@ def add_TrackerServiceServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=lanpeer_dot_v1_dot_tracker__pb2.LeaveRequest.FromString,
                     response_serializer=lanpeer_dot_v1_dot_tracker__pb2.LeaveResponse.SerializeToString,
+            ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=lanpeer_dot_v1_dot_tracker__pb2.AnnounceRequest.FromString,
+                    response_serializer=lanpeer_dot_v1_dot_tracker__pb2.AnnounceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +419,33 @@ class TrackerService:
             '/lanpeer.v1.TrackerService/Leave',
             lanpeer_dot_v1_dot_tracker__pb2.LeaveRequest.SerializeToString,
             lanpeer_dot_v1_dot_tracker__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lanpeer.v1.TrackerService/Announce',
+            lanpeer_dot_v1_dot_tracker__pb2.AnnounceRequest.SerializeToString,
+            lanpeer_dot_v1_dot_tracker__pb2.AnnounceResponse.FromString,
             options,
             channel_credentials,
             insecure,
