@@ -21,6 +21,7 @@ from agent.get import GetRequest, get
 from agent.hashcache import HashCache
 from agent.inventory import Inventory
 from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer
+from agent.partials import PartialBlob, PartialBlobs
 from agent.rangeserver import RangeServer, RangeServerConfig
 from agent.reporter import Reporter
 from tracker.client import TrackerClient
@@ -115,6 +116,8 @@ class Daemon:
             rescan_interval=config.rescan_interval,
             adopted_list=config.state_dir / "fetched.json",
         )
+        # What the range server serves: shared and fetched files, and downloads under way.
+        self.blobs = PartialBlobs(self.inventory)
         host, port = split_host_port(config.listen, "listen")
         self.server = RangeServer(
             RangeServerConfig(
@@ -124,7 +127,7 @@ class Daemon:
                 max_uploads=config.max_uploads,
                 upload_limit=config.upload_limit,
             ),
-            self.inventory,
+            self.blobs,
         )
         self.reporter: Reporter | None = None
         self.base_url = ""
@@ -205,8 +208,12 @@ class Daemon:
                 self._downloads[key] = DownloadView(request.source, str(request.output or ""), p)
             on_progress(p)
 
+        sharing = _DownloadSharing(self.blobs)
         try:
-            fetched = get(request, progress, cancelled)
+            fetched = get(request, progress, cancelled, sharing)
+        except BaseException:
+            sharing.withdraw(None)
+            raise
         finally:
             with self._downloads_lock:
                 del self._downloads[key]
@@ -215,6 +222,7 @@ class Daemon:
             self.inventory.adopt(summary.path, summary.manifest)
             if self.reporter is not None:
                 self.reporter.publish(summary.manifest, fetched.source)
+        sharing.withdraw(summary.sha256)
         return summary
 
     def status(self) -> AgentStatus:
@@ -234,3 +242,37 @@ class Daemon:
             tracker_connected=self.reporter is not None and self.reporter.connected,
             downloads=downloads,
         )
+
+
+class _DownloadSharing:
+    """Serves one download's verified pieces while it runs (see agent.download.Sharing)."""
+
+    def __init__(self, blobs: PartialBlobs) -> None:
+        self._blobs = blobs
+        self._blob: PartialBlob | None = None
+        self._ids: tuple[str, ...] = ()
+
+    def offer(
+        self, ids: tuple[str, ...], part: Path, size: int, piece_size: int, have: frozenset[int]
+    ) -> None:
+        self.withdraw(None)
+        self._blob = PartialBlob(part, size, piece_size, have)
+        self._ids = ids
+        for blob_id in ids:
+            self._blobs.add(blob_id, self._blob)
+
+    def verified(self, piece: int) -> None:
+        if self._blob is not None:
+            self._blob.verified(piece)
+
+    def withdraw(self, sha256: str | None) -> None:
+        """Stops serving the part file; when the download finished as `sha256`, its other
+        ids (the swarm's) go on naming the finished file."""
+        if self._blob is None:
+            return
+        if sha256 is not None:
+            for blob_id in self._ids:
+                if blob_id != sha256:
+                    self._blobs.alias(blob_id, sha256)
+        self._blobs.remove(self._blob)
+        self._blob = None

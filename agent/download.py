@@ -6,6 +6,10 @@ workers (no shared file position, no lock around I/O). Every piece is checked ag
 SHA-256 before it counts, and the whole file against its digest before it appears at PATH,
 with an atomic rename. A control file beside the part file records the verified pieces,
 so a download killed at any moment resumes from its last checkpoint.
+
+In a swarm, the loop also takes the tracker's answers from the swarm session (new peers,
+their pieces, piece hashes, the origin pieces granted to this machine) and offers each
+verified piece to peers at once through `Sharing` (the daemon's range server).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent import control
 from agent.errors import (
     AgentError,
     FetchError,
+    PieceNotHeld,
     RangeNotSupported,
     SourceBusy,
     SourceMissing,
@@ -35,11 +40,22 @@ from agent.errors import (
 )
 from agent.fetch import HttpFetcher, OriginInfo
 from agent.planner import Assignment, Failure, NoSourceLeft, Planner, Policy, Source, SourceKind
-from tracker.model import Manifest, piece_count, piece_size_for
+from agent.swarm import SwarmAccess, SwarmSession
+from tracker.model import (
+    SWARM_MEMBERS_SHOWN,
+    Manifest,
+    SwarmView,
+    bitmap_has,
+    bitmap_len,
+    piece_count,
+    piece_size_for,
+)
 
 log = logging.getLogger(__name__)
 
 ORIGIN_ID = "origin"
+# How often the loop looks for the swarm's answers when nothing else wakes it.
+SWARM_POLL = 0.1
 HASH_BLOCK = 4 * 1024 * 1024
 MAX_BUFFERED = 256 * 1024 * 1024
 
@@ -60,7 +76,21 @@ class Peer:
     agent_id: str
     base_url: str
     # The pieces it holds; None when it holds the whole file.
-    bitmap: bytes | None = None
+    bitmap: bytes | None
+    # What it serves the content as: the content's digest, or the swarm id.
+    blob_id: str
+
+
+class Sharing(Protocol):
+    """Where a download offers its verified pieces to peers while it runs."""
+
+    def offer(
+        self, ids: tuple[str, ...], part: Path, size: int, piece_size: int, have: frozenset[int]
+    ) -> None:
+        """The part file is ready; `have` are its pieces verified so far."""
+
+    def verified(self, piece: int) -> None:
+        """One more piece is verified and written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +106,8 @@ class Plan:
     peers: tuple[Peer, ...] = ()
     # A digest the finished file must have (--sha256, or one the origin published).
     expected_sha256: str | None = None
+    # The swarm of machines fetching the same content now, when there is one to join.
+    swarm_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.manifest is None and self.origin is None:
@@ -91,6 +123,8 @@ class Options:
     origin_connections: int = 4
     policy: Policy = Policy.PEERS_FIRST
     checkpoint_every: float = 2.0
+    # Origin pieces to keep granted ahead, per origin connection, in a swarm.
+    origin_queue_per_connection: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +166,8 @@ class _Result:
     error: FetchError | None = None
     digest: bytes = b""
     fatal: BaseException | None = None
+    # The peer's bitmap, when its answer carried one.
+    bitmap: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -145,17 +181,36 @@ class _Run:
     done: set[int] = field(default_factory=set)
     # The digest of each verified piece; the manifest's when known, else computed here.
     piece_hashes: dict[int, bytes] = field(default_factory=dict)
+    # Piece digests learned from the swarm, to check copies from peers against.
+    swarm_hashes: dict[int, bytes] = field(default_factory=dict)
+    swarm: SwarmSession | None = None
+    # The peers met through the swarm (the others came from the tracker's Locate).
+    swarm_peers: set[str] = field(default_factory=set)
+    sharing: Sharing | None = None
     reported: set[str] = field(default_factory=set)
     done_bytes: int = 0
     # Bytes fetched from the origin as one stream, outside the planner.
     streamed: int = 0
     # The first piece not yet verified: every piece before it is in the file digest.
     frontier: int = 0
+    # Set when the swarm could not be used and the download went on alone.
+    alone: bool = False
+    # Whether the swarm's last answer listed members still downloading.
+    others_downloading: bool = True
     whole: _FileDigest = field(init=False)
 
     def __post_init__(self) -> None:
         self.whole = _FileDigest(self.fd, self.plan.output)
         self.done_bytes = sum(self.sizes[i] for i in self.done)
+
+    def expected_hash(self, piece: int) -> bytes | None:
+        if self.plan.manifest is not None:
+            return self.plan.manifest.piece_hash(piece)
+        return self.swarm_hashes.get(piece)
+
+    @property
+    def swarming(self) -> bool:
+        return self.swarm is not None and self.swarm.failed is None
 
 
 class Downloader:
@@ -167,8 +222,12 @@ class Downloader:
         on_progress: Callable[[Progress], None] | None = None,
         cancelled: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        swarm: SwarmAccess | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._swarm = swarm
+        self._sharing = sharing
         self._cancelled = cancelled or threading.Event()
         self._buffers = threading.local()
         self._report_bad = report_bad
@@ -199,28 +258,42 @@ class Downloader:
             # Each connection holds one piece in memory: bound the total for very large pieces.
             connections = min(options.connections, max(2, MAX_BUFFERED // piece_size))
             options = dataclasses.replace(options, connections=connections)
-            planner = Planner(sizes, connections=connections, policy=options.policy, have=have)
+            planner = Planner(
+                sizes,
+                connections=connections,
+                policy=options.policy,
+                have=have,
+                hashes_known=plan.manifest is not None,
+            )
             run = _Run(plan, piece_size, sizes, fd, planner, {}, done=set(have), piece_hashes=dict(hashes))
             self._add_sources(run, options)
             resumed_bytes = sum(sizes[i] for i in have)
             origin = plan.origin
             peers_usable = plan.manifest is not None and plan.peers
-            if origin is not None and not origin.accepts_ranges and not peers_usable:
-                self._stream(run, origin, started)
-            else:
-                try:
-                    self._loop(run, options, ctl, identity, started)
-                except RangeNotSupported as exc:
-                    if origin is None:
-                        raise
-                    log.warning("%s; fetching it as one stream", exc)
+            try:
+                if origin is not None and not origin.accepts_ranges and not peers_usable:
                     self._stream(run, origin, started)
-            os.fsync(fd)
-            manifest = self._verify_whole(run)
+                else:
+                    self._share(run, part)
+                    try:
+                        self._loop(run, options, ctl, identity, started)
+                    except RangeNotSupported as exc:
+                        if origin is None:
+                            raise
+                        log.warning("%s; fetching it as one stream", exc)
+                        self._stream(run, origin, started)
+                os.fsync(fd)
+                manifest = self._verify_whole(run)
+            except BaseException:
+                if run.swarm is not None:
+                    run.swarm.close(complete=False)
+                raise
         finally:
             os.close(fd)
         os.replace(part, plan.output)
         control.remove(ctl)
+        if run.swarm is not None:
+            run.swarm.close(complete=True)
         totals = planner.bytes_by_kind()
         return Summary(
             path=plan.output,
@@ -241,14 +314,96 @@ class Downloader:
     def _add_sources(self, run: _Run, options: Options) -> None:
         if run.plan.manifest is not None:
             for peer in run.plan.peers:
-                run.planner.add_source(
-                    Source(peer.agent_id, SourceKind.PEER, options.peer_connections, peer.bitmap)
-                )
-                run.sources[peer.agent_id] = peer
+                self._add_peer(run, peer, options)
         if run.plan.origin is not None:
             connections = options.origin_connections if run.plan.origin.accepts_ranges else 1
             run.planner.add_source(Source(ORIGIN_ID, SourceKind.ORIGIN, connections))
             run.sources[ORIGIN_ID] = run.plan.origin
+
+    def _add_peer(self, run: _Run, peer: Peer, options: Options) -> None:
+        run.planner.add_source(Source(peer.agent_id, SourceKind.PEER, options.peer_connections, peer.bitmap))
+        run.sources[peer.agent_id] = peer
+
+    # ----------------------------------------------------------------- the swarm
+
+    def _share(self, run: _Run, part: Path) -> None:
+        """Offers the verified pieces to peers, and joins the swarm."""
+        plan = run.plan
+        manifest = plan.manifest
+        ids = tuple(dict.fromkeys(i for i in (plan.swarm_id, manifest and manifest.sha256) if i))
+        if self._sharing is not None and ids:
+            self._sharing.offer(ids, part, plan.size, run.piece_size, frozenset(run.done))
+            run.sharing = self._sharing
+        if self._swarm is None or plan.swarm_id is None:
+            return
+        verified = {
+            piece: run.piece_hashes.get(piece) or run.expected_hash(piece) or b"" for piece in run.done
+        }
+        run.swarm = self._swarm.join(
+            plan.swarm_id, plan.size, run.piece_size, verified, hashes_known=manifest is not None
+        )
+        if self._swarm.member:
+            # Until the tracker grants pieces, the origin waits: other members may be
+            # fetching any of them.
+            run.planner.restrict_origin(())
+
+    def _follow_swarm(self, run: _Run, options: Options) -> None:
+        swarm = run.swarm
+        assert swarm is not None
+        if swarm.failed is not None:
+            if not run.alone:
+                run.alone = True
+                run.planner.restrict_origin(None)
+            return
+        for view in swarm.take():
+            self._apply_view(run, view, options)
+        if self._swarm is not None and self._swarm.member:
+            origin = run.plan.origin
+            queue = options.origin_queue_per_connection * (options.origin_connections if origin else 0)
+            swarm.want(run.planner.origin_pending(), run.planner.origin_wanted(queue))
+
+    def _apply_view(self, run: _Run, view: SwarmView, options: Options) -> None:
+        plan = run.plan
+        planner = run.planner
+        if view.hash_conflicts:
+            shown = ", ".join(str(p) for p in view.hash_conflicts[:5])
+            raise DownloadError(
+                f"pieces {shown} of {plan.output.name} from the origin differ from the copies other "
+                "machines fetched: the origin changed the file without changing its validator; "
+                "try again later"
+            )
+        if plan.manifest is None:
+            for piece, digest in view.hashes.items():
+                if piece not in run.swarm_hashes:
+                    run.swarm_hashes[piece] = digest
+                    planner.learn_hash(piece)
+        assert plan.swarm_id is not None
+        count = len(run.sizes)
+        listed = set()
+        for member in view.members:
+            if member.have is not None and len(member.have) != bitmap_len(count):
+                continue
+            listed.add(member.agent_id)
+            if member.agent_id in run.swarm_peers:
+                planner.update_source(member.agent_id, member.have)
+            elif member.agent_id not in run.sources:
+                peer = Peer(member.agent_id, member.base_url, member.have, plan.swarm_id)
+                self._add_peer(run, peer, options)
+                run.swarm_peers.add(member.agent_id)
+        if len(view.members) < SWARM_MEMBERS_SHOWN:
+            # The whole swarm is listed: a member left out holds nothing any more.
+            for agent_id in run.swarm_peers - listed:
+                planner.update_source(agent_id, bytes(bitmap_len(count)))
+        run.others_downloading = any(member.have is not None for member in view.members)
+        claimed = _piece_set(view.origin_claimed, count)
+        if self._swarm is not None and self._swarm.member:
+            # The tracker grants no piece a member has; when that member sent bad bytes or
+            # cannot be reached, nobody else gives it, so this machine fetches it.
+            held = set().union(*(_piece_set(m.have, count, full=True) for m in view.members))
+            stranded = planner.unavailable(held) - claimed
+            planner.restrict_origin(planner.origin_pending() | set(view.origin_granted) | stranded)
+        else:
+            planner.restrict_origin(p for p in range(count) if p not in claimed)
 
     # ----------------------------------------------------------------- the loop
 
@@ -261,18 +416,24 @@ class Downloader:
                 while not planner.finished:
                     if self._cancelled.is_set():
                         raise DownloadError("the download was cancelled; run it again to resume")
+                    if run.swarm is not None:
+                        self._follow_swarm(run, options)
+                    # In a swarm, answers from the tracker change the plan without any event here.
+                    poll = SWARM_POLL if run.swarming else 1.0
                     now = self._clock()
                     for assignment in planner.assign(now):
                         running[pool.submit(self._fetch, run, assignment)] = assignment
                     if not running:
-                        planner.check_stuck()
+                        planner.check_stuck(more_may_come=run.swarming and run.others_downloading)
                         deadline = planner.next_deadline(now)
-                        if deadline is None:
+                        if deadline is None and not run.swarming:
                             raise DownloadError("the download stalled with no piece to fetch")
-                        time.sleep(max(0.0, min(deadline - now, 1.0)))
+                        time.sleep(max(0.0, min((deadline or now + poll) - now, poll)))
                         continue
                     deadline = planner.next_deadline(now)
-                    timeout = 0.5 if deadline is None else min(0.5, max(0.01, deadline - now))
+                    timeout = (
+                        min(0.5, poll) if deadline is None else min(0.5, poll, max(0.01, deadline - now))
+                    )
                     finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                     for future in finished:
                         del running[future]
@@ -297,13 +458,17 @@ class Downloader:
         end = start + run.sizes[a.piece] - 1
         view = self._buffer(run.piece_size)[: run.sizes[a.piece]]
         source = run.sources[a.source]
+        expected = run.expected_hash(a.piece)
+        bitmap = None
         try:
             if isinstance(source, Peer):
-                manifest = run.plan.manifest
-                assert manifest is not None
-                self._fetcher.fetch_peer(source.base_url, manifest.sha256, start, end, view)
+                if expected is None:
+                    return _Result(a, Failure.NOT_HELD)
+                bitmap = self._fetcher.fetch_peer(source.base_url, source.blob_id, start, end, view)
             else:
                 self._fetcher.fetch_origin(source, start, end, view)
+        except PieceNotHeld as exc:
+            return _Result(a, Failure.NOT_HELD, error=exc, bitmap=exc.bitmap)
         except SourceBusy as exc:
             return _Result(a, Failure.BUSY, retry_after=exc.retry_after, error=exc)
         except (SourceMissing, SourceUnauthorized) as exc:
@@ -315,11 +480,16 @@ class Downloader:
         except FetchError as exc:
             return _Result(a, Failure.FAILED, error=exc)
         digest = hashlib.sha256(view).digest()
-        manifest = run.plan.manifest
-        if manifest is not None and digest != manifest.piece_hash(a.piece):
-            return _Result(a, Failure.CORRUPT, digest=digest)
+        if expected is not None and digest != expected:
+            if isinstance(source, Peer):
+                return _Result(a, Failure.CORRUPT, digest=digest, bitmap=bitmap)
+            # The swarm's hash came from another machine's copy from the origin.
+            error = FetchError(
+                a.source, f"the origin sent piece {a.piece} unlike the copy other machines got"
+            )
+            return _Result(a, Failure.FAILED, error=error)
         os.pwrite(run.fd, view, start)
-        return _Result(a, digest=digest)
+        return _Result(a, digest=digest, bitmap=bitmap)
 
     def _buffer(self, size: int) -> memoryview:
         """This worker thread's piece buffer. A piece is written to the file only once it
@@ -335,11 +505,17 @@ class Downloader:
         now = self._clock()
         if result.fatal is not None:
             raise result.fatal
+        if result.bitmap is not None and len(result.bitmap) == bitmap_len(len(run.sizes)):
+            run.planner.update_source(a.source, result.bitmap)
         if result.failure is None:
             if a.piece not in run.done:
                 run.done.add(a.piece)
                 run.done_bytes += run.sizes[a.piece]
-            run.piece_hashes.setdefault(a.piece, result.digest)
+                run.piece_hashes.setdefault(a.piece, result.digest)
+                if run.sharing is not None:
+                    run.sharing.verified(a.piece)
+                if run.swarm is not None:
+                    run.swarm.verified(a.piece, result.digest)
             run.planner.done(a.id, now)
             # The file's digest follows the run of verified pieces from the start, so that
             # little is left to read back once the last piece lands.
@@ -349,17 +525,19 @@ class Downloader:
             return
         outcome = run.planner.failed(a.id, now, result.failure, result.retry_after)
         if result.failure is Failure.CORRUPT:
-            manifest = run.plan.manifest
-            assert manifest is not None
+            peer = run.sources[a.source]
+            assert isinstance(peer, Peer)
+            if a.source in run.reported:
+                return
+            run.reported.add(a.source)
             log.warning(
                 "%s sent piece %d of %s with a wrong hash; not using it again",
                 a.source,
                 a.piece,
-                manifest.sha256[:12],
+                run.plan.output.name,
             )
-            if self._report_bad is not None and a.source not in run.reported:
-                run.reported.add(a.source)
-                self._report_bad(a.source, manifest.sha256, a.piece, "piece hash mismatch")
+            if self._report_bad is not None:
+                self._report_bad(a.source, peer.blob_id, a.piece, "piece hash mismatch")
         elif outcome.dropped:
             why = result.error or result.failure.value
             log.warning("stopped using %s: %s", a.source, why)
@@ -514,3 +692,12 @@ def _explain_stuck(exc: NoSourceLeft, run: _Run) -> str:
     why = "; ".join(f"{source} {reason}" for source, reason in dropped.items())
     origin = "the origin is not used" if run.plan.origin is None else "the origin failed too"
     return f"{exc}: {why or 'no peer holds them'}, and {origin}"
+
+
+def _piece_set(bitmap: bytes | None, count: int, *, full: bool = False) -> set[int]:
+    """The pieces set in `bitmap`; every piece for None when `full`, else none."""
+    if bitmap is None:
+        return set(range(count)) if full else set()
+    if len(bitmap) != bitmap_len(count):
+        return set()
+    return {piece for piece in range(count) if bitmap_has(bitmap, piece)}

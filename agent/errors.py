@@ -37,6 +37,16 @@ class SourceMissing(FetchError):
     """The source does not have the content (404 or 410)."""
 
 
+class PieceNotHeld(FetchError):
+    """The peer is still downloading the content and has not verified all of the range
+    asked for yet. `bitmap` is the pieces it had then (BitTorrent order), None when it sent
+    none that could be read."""
+
+    def __init__(self, source: str, message: str, *, bitmap: bytes | None, status: int | None = None) -> None:
+        super().__init__(source, message, status=status)
+        self.bitmap = bitmap
+
+
 class SourceUnauthorized(FetchError):
     """The source refused the credentials sent, or their absence (401 or 403)."""
 

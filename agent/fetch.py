@@ -36,6 +36,7 @@ import urllib3.exceptions
 
 from agent.errors import (
     FetchError,
+    PieceNotHeld,
     RangeNotSupported,
     SourceBusy,
     SourceFailed,
@@ -44,6 +45,7 @@ from agent.errors import (
     SourceUnreachable,
     ValidatorChanged,
 )
+from agent.rangeserver import MISSING_HEADER, PIECES_HEADER
 from tracker import __version__
 from tracker.errors import InvalidArgument
 from tracker.model import Validator, check_http_url, is_sha256
@@ -331,6 +333,18 @@ def digest_hint_from_headers(headers: Mapping[str, str]) -> str | None:
         if found:
             return found
     return None
+
+
+def peer_bitmap(headers: Mapping[str, str]) -> bytes | None:
+    """The pieces a peer still downloading a blob holds, from its Lanpeer-Pieces header;
+    None when absent or not base64. Never raises."""
+    value = _header(headers, PIECES_HEADER)
+    if value is None:
+        return None
+    try:
+        return base64.b64decode(value.strip(" \t"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def describe_status(status: int, reason: str = "") -> str:
@@ -665,16 +679,20 @@ class HttpFetcher:
 
     # ------------------------------------------------------------------------- peers
 
-    def fetch_peer(self, base_url: str, sha256: str, start: int, end: int, into: memoryview) -> int:
-        """Bytes `start` to `end` (included) of the blob `sha256` from the peer's range
-        server at `base_url` into `into`, which must hold exactly that many; returns the
-        count. Busy (503): SourceBusy with its Retry-After; not held (404): SourceMissing;
-        401/403: SourceUnauthorized; anything but the exact bytes: SourceFailed."""
+    def fetch_peer(self, base_url: str, blob_id: str, start: int, end: int, into: memoryview) -> bytes | None:
+        """Bytes `start` to `end` (included) of the blob `blob_id` (a content digest or a
+        swarm id) from the peer's range server at `base_url` into `into`, which must hold
+        exactly that many. Returns the pieces the peer holds, from its Lanpeer-Pieces
+        header, when it is still downloading the blob; None when it holds all of it (or
+        sent a bitmap that is not base64). A peer still downloading that lacks a piece of
+        the range (404 with Lanpeer-Missing): PieceNotHeld with its bitmap. Busy (503):
+        SourceBusy with its Retry-After; not held (404): SourceMissing; 401/403:
+        SourceUnauthorized; anything but the exact bytes: SourceFailed."""
         length = _check_span(start, end, into)
-        if not is_sha256(sha256):
-            raise ValueError(f"{sha256!r} is not a SHA-256 digest (64 lowercase hex digits)")
-        url = f"{base_url.rstrip('/')}/v1/blobs/{sha256}"
-        headers = {"Range": f"bytes={start}-{end}", "If-Range": f'"{sha256}"'}
+        if not is_sha256(blob_id):
+            raise ValueError(f"{blob_id!r} is not a blob id (a SHA-256 or swarm id: 64 lowercase hex digits)")
+        url = f"{base_url.rstrip('/')}/v1/blobs/{blob_id}"
+        headers = {"Range": f"bytes={start}-{end}", "If-Range": f'"{blob_id}"'}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
         shown = shown_url(base_url)
@@ -686,17 +704,25 @@ class HttpFetcher:
             if resp.status_code == 200:
                 raise SourceFailed(
                     base_url,
-                    f"peer {shown} sent all of {sha256} when asked for bytes {start}-{end}",
+                    f"peer {shown} sent all of {blob_id} when asked for bytes {start}-{end}",
                     status=200,
+                )
+            if resp.status_code == 404 and MISSING_HEADER in resp.headers:
+                _drain(resp)
+                raise PieceNotHeld(
+                    base_url,
+                    f"peer {shown} does not hold all of bytes {start}-{end} of {blob_id} yet",
+                    bitmap=peer_bitmap(resp.headers),
+                    status=404,
                 )
             if resp.status_code != 206:
                 raise self._status_error("peer", base_url, url, resp)
             self._check_partial(resp, "peer", base_url, shown, start, end)
             etag = strong_etag(resp.headers)
-            if etag is not None and etag != f'"{sha256}"':
-                raise SourceFailed(base_url, f"peer {shown} answered for {sha256} with the ETag {etag}")
+            if etag is not None and etag != f'"{blob_id}"':
+                raise SourceFailed(base_url, f"peer {shown} answered for {blob_id} with the ETag {etag}")
             _read_into(resp, into, progress, base_url, shown)
-            return length
+            return peer_bitmap(resp.headers)
 
     # ------------------------------------------------------------------------- I/O
 

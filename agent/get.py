@@ -16,11 +16,12 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from agent import __version__
-from agent.download import Downloader, Options, Progress, Summary
+from agent.download import Downloader, Options, Progress, Sharing, Summary
 from agent.errors import AgentError, ValidatorChanged
 from agent.fetch import HttpFetcher
 from agent.planner import Policy
 from agent.resolve import parse_source, resolve
+from agent.swarm import SwarmAccess
 from tracker.client import TrackerClient
 from tracker.errors import TrackerError
 from tracker.model import SourceRef
@@ -123,7 +124,11 @@ def get(
     request: GetRequest,
     on_progress: Callable[[Progress], None],
     cancelled: threading.Event | None = None,
+    sharing: Sharing | None = None,
 ) -> Fetched:
+    """Fetches what `request` names. With `sharing` (in the daemon, which serves the pieces
+    as they are verified) the download joins its swarm as a member; without, it only
+    looks at the swarm for peers and for the origin pieces others are fetching."""
     wanted = parse_source(request.source)
     tracker = None
     if request.tracker is not None:
@@ -146,8 +151,16 @@ def get(
                 )
                 _check_output(plan.output, plan.expected_sha256, request.force)
                 reporter = _bad_source_reporter(tracker, request.agent_id)
+                swarm = None
+                if tracker is not None:
+                    swarm = SwarmAccess(tracker, request.agent_id if sharing is not None else "")
                 downloader = Downloader(
-                    fetcher, report_bad=reporter, on_progress=on_progress, cancelled=cancelled
+                    fetcher,
+                    report_bad=reporter,
+                    on_progress=on_progress,
+                    cancelled=cancelled,
+                    swarm=swarm,
+                    sharing=sharing,
                 )
                 try:
                     options = Options(connections=request.connections, policy=request.policy)

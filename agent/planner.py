@@ -10,10 +10,17 @@ sources do more of the file (work stealing, not a fixed split). A piece in fligh
 longer than pieces usually take is "slow" and may be fetched again elsewhere; whichever
 copy lands first wins. When no piece is left to start, the pieces still in flight are
 duplicated (end-game), so one slow source cannot hold up the finish.
+
+In a swarm the picture moves while the download runs: peers appear and their bitmaps grow
+(`update_source`), piece hashes arrive from the tracker (`learn_hash`; a peer's copy is
+only fetched once it can be checked), and the origin may be restricted to the pieces the
+tracker granted this machine (`restrict_origin`), so that each piece leaves the origin
+about once for the whole swarm.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 import statistics
@@ -21,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tracker.model import bitmap_has
+from tracker.model import bitmap_has, bitmap_len
 
 
 class SourceKind(enum.Enum):
@@ -54,6 +61,7 @@ class Failure(enum.Enum):
     UNREACHABLE = "unreachable"  # Connection refused, reset or timed out.
     FAILED = "failed"  # Any other error answer.
     MISSING = "missing"  # 404: it does not hold the content (any more).
+    NOT_HELD = "not-held"  # A partial holder lacks the piece after all: ask elsewhere.
     CORRUPT = "corrupt"  # The bytes failed their hash: never use it again.
 
 
@@ -147,6 +155,7 @@ class Planner:
         min_slow_seconds: float = 2.0,
         max_copies: int = 2,
         budget: RetryBudget = RetryBudget(),
+        hashes_known: bool = True,
     ) -> None:
         if connections < 1:
             raise ValueError("at least one connection")
@@ -166,6 +175,10 @@ class Planner:
         self._flights: dict[int, _Flight] = {}
         self._by_piece: dict[int, set[int]] = {}
         self._availability = [0] * len(piece_sizes)
+        # Whether each piece's hash is known, so that a copy from a peer can be checked.
+        self._verifiable = [hashes_known] * len(piece_sizes)
+        # The pieces the origin may give; None for all of them.
+        self._origin_allowed: set[int] | None = None
         self._durations: deque[float] = deque(maxlen=32)
         self._next_id = 0
         self.refetched = 0
@@ -178,12 +191,64 @@ class Planner:
         self._sources[source.id] = _SourceState(source, self._budget)
         self._count(source, +1)
 
+    def update_source(self, source_id: str, bitmap: bytes | None) -> None:
+        """A peer's pieces changed (None: it holds them all now)."""
+        state = self._sources[source_id]
+        old = state.source
+        if old.bitmap == bitmap:
+            return
+        new = dataclasses.replace(old, bitmap=bitmap)
+        if state.usable:
+            changed = _bits(old.bitmap, len(self._sizes)) ^ _bits(bitmap, len(self._sizes))
+            for piece in _indices(changed, len(self._sizes)):
+                self._availability[piece] += 1 if new.has(piece) else -1
+        state.source = new
+
+    def unavailable(self, pieces: Iterable[int]) -> set[int]:
+        """Those of `pieces` not verified here that no usable peer has."""
+        return {p for p in pieces if not self._done[p] and self._availability[p] == 0}
+
+    def has_source(self, source_id: str) -> bool:
+        return source_id in self._sources
+
+    def learn_hash(self, piece: int) -> None:
+        self._verifiable[piece] = True
+
+    def restrict_origin(self, allowed: Iterable[int] | None) -> None:
+        """Limits the origin to `allowed` pieces (None lifts the limit). A restricted origin
+        is never sent duplicates: another machine may be fetching the same piece."""
+        self._origin_allowed = None if allowed is None else set(allowed)
+
+    def origin_pending(self) -> set[int]:
+        """The allowed origin pieces not verified yet (in flight or still to start)."""
+        if self._origin_allowed is None:
+            return set()
+        return {p for p in self._origin_allowed if not self._done[p]}
+
+    def origin_wanted(self, queue: int) -> int:
+        """How many more origin pieces would be useful, keeping up to `queue` pieces pending:
+        pieces no peer has, nobody here fetches, and the origin is not allowed yet."""
+        origin = [s for s in self._sources.values() if s.source.kind is SourceKind.ORIGIN and s.usable]
+        if not origin or self._origin_allowed is None:
+            return 0
+        room = queue - len(self.origin_pending())
+        if room <= 0:
+            return 0
+        needy = 0
+        for piece, done in enumerate(self._done):
+            if done or piece in self._by_piece or piece in self._origin_allowed:
+                continue
+            if self._availability[piece] == 0:
+                needy += 1
+                if needy >= room:
+                    break
+        return needy
+
     def _count(self, source: Source, step: int) -> None:
         if source.kind is not SourceKind.PEER:
             return
-        for piece in range(len(self._sizes)):
-            if source.has(piece):
-                self._availability[piece] += step
+        for piece in _indices(_bits(source.bitmap, len(self._sizes)), len(self._sizes)):
+            self._availability[piece] += step
 
     def _drop(self, state: _SourceState, why: str) -> None:
         if state.dropped is None:
@@ -259,33 +324,45 @@ class Planner:
         """A piece nobody is fetching: rarest first among peers (random among equals); in
         index order from the origin, which then reads the file front to back."""
         source = state.source
-        origin = source.kind is SourceKind.ORIGIN
+        if source.kind is SourceKind.ORIGIN:
+            return self._fresh_origin_piece()
         best: list[int] = []
         best_rarity = 0
         for piece, done in enumerate(self._done):
-            if done or piece in self._by_piece or not source.has(piece):
+            if done or piece in self._by_piece or not self._verifiable[piece] or not source.has(piece):
                 continue
             rarity = self._availability[piece]
-            if origin:
-                if self._policy is Policy.PEERS_FIRST and rarity > 0:
-                    continue
-                return piece
             if not best or rarity < best_rarity:
                 best, best_rarity = [piece], rarity
             elif rarity == best_rarity:
                 best.append(piece)
         return self._rng.choice(best) if best else None
 
+    def _fresh_origin_piece(self) -> int | None:
+        allowed = self._origin_allowed
+        pieces: Iterable[int] = range(len(self._sizes)) if allowed is None else sorted(allowed)
+        for piece in pieces:
+            if self._done[piece] or piece in self._by_piece:
+                continue
+            if self._policy is Policy.PEERS_FIRST and self._availability[piece] > 0:
+                continue
+            return piece
+        return None
+
     def _duplicate_piece(self, state: _SourceState, now: float) -> int | None:
         """End-game: a piece in flight elsewhere for longer than pieces usually take, the
         longest-running first. Under peers-first the origin only takes a piece that is
         slow where it is."""
         source = state.source
+        if source.kind is SourceKind.ORIGIN and self._origin_allowed is not None:
+            return None
         slow_after = self.slow_after()
         overdue_after = max(self.typical_duration(), self._min_slow / 2)
         candidates = []
         for piece, flight_ids in self._by_piece.items():
             if len(flight_ids) >= self._max_copies or not source.has(piece):
+                continue
+            if source.kind is SourceKind.PEER and not self._verifiable[piece]:
                 continue
             flights = [self._flights[i] for i in flight_ids]
             if any(f.assignment.source == source.id for f in flights):
@@ -318,15 +395,20 @@ class Planner:
             times.append(min(f.started for f in self._flights.values()) + soonest)
         return min(times) if times else None
 
-    def check_stuck(self) -> None:
-        """Raises NoSourceLeft when pieces remain that no usable source can ever give."""
-        if self._flights or self.finished:
+    def check_stuck(self, *, more_may_come: bool = False) -> None:
+        """Raises NoSourceLeft when pieces remain that no usable source can ever give.
+        With `more_may_come` (a swarm still at work), pieces nobody has yet are awaited."""
+        if self._flights or self.finished or more_may_come:
             return
         usable = [s.source for s in self._sources.values() if s.usable]
         orphans = [
             piece
             for piece, done in enumerate(self._done)
-            if not done and not any(source.has(piece) for source in usable)
+            if not done
+            and not any(
+                source.has(piece) and (source.kind is SourceKind.ORIGIN or self._verifiable[piece])
+                for source in usable
+            )
         ]
         if orphans:
             raise NoSourceLeft(orphans)
@@ -360,6 +442,8 @@ class Planner:
             self._drop(state, "does not hold the content")
         elif failure is Failure.BUSY:
             state.not_before = now + retry_after
+        elif failure is Failure.NOT_HELD:
+            self._forget_piece(state, flight.assignment.piece)
         else:
             budget = state.budget.spend()
             if budget is None:
@@ -368,6 +452,14 @@ class Planner:
                 state.budget = budget
                 state.not_before = now + state.budget.delay
         return Outcome(dropped=state.source.id if state.dropped else None)
+
+    def _forget_piece(self, state: _SourceState, piece: int) -> None:
+        source = state.source
+        if not source.has(piece) or source.kind is SourceKind.ORIGIN:
+            return
+        count, length = len(self._sizes), bitmap_len(len(self._sizes))
+        bits = _bits(source.bitmap, count) & ~(1 << (count - 1 - piece))
+        self.update_source(source.id, (bits << (length * 8 - count)).to_bytes(length, "big"))
 
     def _end(self, assignment_id: int) -> _Flight:
         flight = self._flights.pop(assignment_id)
@@ -379,3 +471,17 @@ class Planner:
                 del self._by_piece[piece]
         self._sources[flight.assignment.source].active -= 1
         return flight
+
+
+def _bits(bitmap: bytes | None, count: int) -> int:
+    """A bitmap as an int with piece 0 as the most significant of `count` bits."""
+    if bitmap is None:
+        return (1 << count) - 1
+    return int.from_bytes(bitmap, "big") >> (len(bitmap) * 8 - count) if bitmap else 0
+
+
+def _indices(bits: int, count: int) -> Iterable[int]:
+    while bits:
+        low = bits & -bits
+        yield count - low.bit_length()
+        bits ^= low

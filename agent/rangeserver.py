@@ -1,11 +1,21 @@
-"""The agent's HTTP server: byte ranges of the files this machine holds, named by digest.
+"""The agent's HTTP server: byte ranges of the files this machine holds, named by an id.
 
-    GET|HEAD /v1/blobs/<sha256>   the content, with RFC 9110 ranges; its ETag is the quoted digest
-    GET|HEAD /v1/health           {"status": "ok", "active_uploads": N, "max_uploads": M}
+    GET|HEAD /v1/blobs/<id>   the content, with RFC 9110 ranges; its ETag is the quoted id
+    GET|HEAD /v1/health       {"status": "ok", "active_uploads": N, "max_uploads": M}
+
+An id is 64 lowercase hex digits: the content's SHA-256, or a swarm's id; the store says
+what each names. Besides complete files, a store may hand out a download still under way
+(an OpenBlob with `pieces`), of which only the verified pieces are served:
+
+    Lanpeer-Pieces: <base64>   on every response about such a blob: the pieces it has
+                               verified, a bitmap in BitTorrent order (0x80 of byte 0 is piece 0)
+    Lanpeer-Missing: pieces    on its 404 to a GET for bytes (all of them, without a usable
+                               Range) of which some lie in pieces not verified yet
 
 h11 parses HTTP/1.1 and this module owns the I/O, on asyncio streams in one daemon thread:
 file bytes go from the page cache to the socket with sendfile(), uploads are capped and
 rate-limited, and a client too slow to send its request or to read the answer is dropped.
+Only a response with file bytes in its body takes one of the capped upload slots.
 
 Ranges follow RFC 9110: an invalid Range header (or one with more than 64 ranges, or sent
 twice) is ignored and the whole blob is sent (200); one that matches no byte gets 416 with
@@ -18,6 +28,7 @@ multipart/byteranges body in ascending order. A HEAD ignores Range, as RFC 9110 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hmac
 import http
@@ -46,7 +57,7 @@ from agent.ranges import (
     range_applies,
     unsatisfied_content_range,
 )
-from tracker.model import is_sha256
+from tracker.model import bitmap_count, bitmap_has, bitmap_len, is_sha256
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +78,42 @@ SERVER_NAME = "lanpeer-agent"
 OCTET_STREAM = "application/octet-stream"
 TEXT_PLAIN = "text/plain; charset=utf-8"
 ALLOWED_METHODS = "GET, HEAD"
+PIECES_HEADER = "Lanpeer-Pieces"
+MISSING_HEADER = "Lanpeer-Missing"
 _BLOBS = "/v1/blobs/"
 _HEALTH = "/v1/health"
+
+
+@dataclass(frozen=True, slots=True)
+class PieceMap:
+    """Which pieces of a blob are verified: `count` pieces of `piece_size` bytes (the last
+    may be shorter), in a bitmap in BitTorrent order (0x80 of byte i is piece 8i)."""
+
+    piece_size: int
+    count: int
+    bitmap: bytes
+
+    def __post_init__(self) -> None:
+        if self.piece_size < 1 or self.count < 0:
+            raise ValueError(f"piece map: {self.count} pieces of {self.piece_size} bytes")
+        if len(self.bitmap) != bitmap_len(self.count):
+            raise ValueError(f"piece map: {self.count} pieces need {bitmap_len(self.count)} bytes of bitmap")
+        spare = len(self.bitmap) * 8 - self.count
+        if spare and self.bitmap[-1] & ((1 << spare) - 1):
+            raise ValueError("piece map: bits set past the last piece")
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether every piece holding a byte of `start` to `end` (included) is verified."""
+        if not 0 <= start <= end:
+            raise ValueError(f"byte range {start}-{end}: need 0 <= start <= end")
+        last = end // self.piece_size
+        return last < self.count and all(
+            bitmap_has(self.bitmap, piece) for piece in range(start // self.piece_size, last + 1)
+        )
+
+    @property
+    def complete(self) -> bool:
+        return bitmap_count(self.bitmap) == self.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +121,14 @@ class OpenBlob:
     sha256: str
     size: int
     file: BinaryIO  # opened "rb"; the server closes it when done
+    # The verified pieces of a download under way; None when the whole blob is held.
+    pieces: PieceMap | None = None
 
 
 class BlobStore(Protocol):
-    def open_blob(self, sha256: str) -> OpenBlob | None:
-        """The verified file holding this content, opened; None when not held (or when the file
-        changed on disk since it was hashed: the store then withdraws it)."""
+    def open_blob(self, blob_id: str, /) -> OpenBlob | None:
+        """The verified file holding the blob of this id, opened; None when not held (or when
+        the file changed on disk since it was hashed: the store then withdraws it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +247,10 @@ class _ConnectionState:
 def _text_reply(status: int, headers: Sequence[tuple[str, str]] = (), text: str = "") -> _Reply:
     body = (text or http.HTTPStatus(status).phrase).encode() + b"\n"
     return _Reply(status, (("Content-Type", TEXT_PLAIN), *headers), (body,))
+
+
+def _missing_pieces(headers: Sequence[tuple[str, str]]) -> _Reply:
+    return _text_reply(404, (*headers, (MISSING_HEADER, "pieces")), "pieces not held yet")
 
 
 def _target_path(target: bytes) -> str:
@@ -525,7 +576,7 @@ class RangeServer:
         conn: h11.Connection,
         writer: asyncio.StreamWriter,
         request: h11.Request,
-        digest: str,
+        blob_id: str,
         close: bool,
     ) -> int:
         """Answers a request for a blob; returns the status sent."""
@@ -534,21 +585,10 @@ class RangeServer:
             reply = self._not_allowed()
         elif not self._authorized(request):
             reply = _text_reply(401, [("WWW-Authenticate", "Bearer")])
-        elif not is_sha256(digest):
-            reply = _text_reply(400, text="not a SHA-256 digest (64 lowercase hex digits)")
-        elif head:
-            return await self._send_blob(conn, writer, request, digest, head=True, close=close)
-        elif self._active_uploads >= self.config.max_uploads:
-            log.debug("turned away a download of %s: %d uploads under way", digest, self._active_uploads)
-            reply = _text_reply(503, [("Retry-After", str(self.config.retry_after))], "too many uploads")
+        elif not is_sha256(blob_id):
+            reply = _text_reply(400, text="not a blob id (64 lowercase hex digits)")
         else:
-            # The check above and this increment have no await between them, and the loop
-            # runs one coroutine at a time, so the count is exact.
-            self._active_uploads += 1
-            try:
-                return await self._send_blob(conn, writer, request, digest, head=False, close=close)
-            finally:
-                self._active_uploads -= 1
+            return await self._send_blob(conn, writer, request, blob_id, head=head, close=close)
         return await self._send(conn, writer, reply, head=head, close=close)
 
     async def _send_blob(
@@ -556,43 +596,74 @@ class RangeServer:
         conn: h11.Connection,
         writer: asyncio.StreamWriter,
         request: h11.Request,
-        digest: str,
+        blob_id: str,
         *,
         head: bool,
         close: bool,
     ) -> int:
         try:
-            blob = await self._open(digest)
+            blob = await self._open(blob_id)
         except OSError as exc:
-            log.warning("cannot open the file holding %s: %s", digest, exc)
+            log.warning("cannot open the file holding %s: %s", blob_id, exc)
             return await self._send(conn, writer, _text_reply(500), head=head, close=close)
         if blob is None:
             reply = _text_reply(404, text="not held here")
             return await self._send(conn, writer, reply, head=head, close=close)
         try:
-            reply = self._blob_reply(request, digest, blob.size, head)
-            return await self._send(conn, writer, reply, head=head, close=close, file=blob.file)
+            reply = self._blob_reply(request, blob_id, blob, head)
+            if head or not any(isinstance(part, ByteRange) for part in reply.body):
+                return await self._send(conn, writer, reply, head=head, close=close)
+            return await self._upload(conn, writer, reply, blob_id, blob.file, close)
         finally:
             blob.file.close()
 
-    async def _open(self, digest: str) -> OpenBlob | None:
+    async def _upload(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        reply: _Reply,
+        blob_id: str,
+        file: BinaryIO,
+        close: bool,
+    ) -> int:
+        """Sends a reply with file bytes in its body in one of the upload slots, or a 503
+        when they are all taken."""
+        if self._active_uploads >= self.config.max_uploads:
+            log.debug("turned away a download of %s: %d uploads under way", blob_id, self._active_uploads)
+            busy = _text_reply(503, [("Retry-After", str(self.config.retry_after))], "too many uploads")
+            return await self._send(conn, writer, busy, close=close)
+        # The check above and this increment have no await between them, and the loop
+        # runs one coroutine at a time, so the count is exact.
+        self._active_uploads += 1
+        try:
+            return await self._send(conn, writer, reply, close=close, file=file)
+        finally:
+            self._active_uploads -= 1
+
+    async def _open(self, blob_id: str) -> OpenBlob | None:
         """Asks the store off the loop thread, since it may wait on disk or on a lock."""
-        opening = asyncio.get_running_loop().run_in_executor(None, self._store.open_blob, digest)
+        opening = asyncio.get_running_loop().run_in_executor(None, self._store.open_blob, blob_id)
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
             opening.add_done_callback(_close_unwanted)
             raise
 
-    def _blob_reply(self, request: h11.Request, digest: str, size: int, head: bool) -> _Reply:
-        etag = f'"{digest}"'
-        common = (("Accept-Ranges", "bytes"), ("ETag", etag))
+    def _blob_reply(self, request: h11.Request, blob_id: str, blob: OpenBlob, head: bool) -> _Reply:
+        size, pieces = blob.size, blob.pieces
+        etag = f'"{blob_id}"'
+        held = () if pieces is None else ((PIECES_HEADER, base64.b64encode(pieces.bitmap).decode("ascii")),)
+        common = (("Accept-Ranges", "bytes"), ("ETag", etag), *held)
         wanted = self._wanted_ranges(request, etag, size, head)
         if wanted.kind is RangeKind.UNSATISFIABLE:
             return _Reply(416, (*common, ("Content-Range", unsatisfied_content_range(size))))
         if wanted.kind is RangeKind.IGNORE:
+            if pieces is not None and not pieces.complete and not head:
+                return _missing_pieces(held)
             whole = (ByteRange(0, size - 1),) if size else ()
             return _Reply(200, (*common, ("Content-Type", OCTET_STREAM)), whole)
+        if pieces is not None and not all(pieces.covers(r.start, r.end) for r in wanted.ranges):
+            return _missing_pieces(held)
         if len(wanted.ranges) == 1:
             (only,) = wanted.ranges
             headers = (*common, ("Content-Type", OCTET_STREAM), ("Content-Range", content_range(only, size)))

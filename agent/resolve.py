@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from agent.download import Peer, Plan
 from agent.errors import AgentError, FetchError
 from agent.fetch import HttpFetcher, OriginInfo
+from agent.swarm import swarm_id_for
 from tracker.client import TrackerClient
 from tracker.errors import InvalidArgument, TrackerError
 from tracker.model import (
@@ -115,6 +116,7 @@ def resolve(
         origin=None,
         peers=_peers(match),
         expected_sha256=match.sha256,
+        swarm_id=match.sha256,
     )
     return plan, None
 
@@ -174,6 +176,7 @@ def _resolve_url(
         origin=origin,
         peers=_peers(match) if match is not None and manifest is not None else (),
         expected_sha256=expected or (match.sha256 if match is not None else None),
+        swarm_id=swarm_id_for(source) if source is not None else expected,
     )
     return plan, source
 
@@ -201,7 +204,12 @@ def _manifest_of(match: ContentMatch) -> Manifest | None:
 
 def _peers(match: ContentMatch) -> tuple[Peer, ...]:
     return tuple(
-        Peer(view.agent.agent_id, view.agent.base_url, None if view.holding.complete else view.holding.bitmap)
+        Peer(
+            view.agent.agent_id,
+            view.agent.base_url,
+            None if view.holding.complete else view.holding.bitmap,
+            match.sha256,
+        )
         for view in match.holders
     )
 

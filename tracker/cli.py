@@ -31,7 +31,7 @@ from tracker.model import (
 )
 from tracker.policy import DEFAULT_POLICY, POLICY_NAMES
 from tracker.process import configure_logging, run_command, run_until_signalled, state_home
-from tracker.render import human_age, human_size, table
+from tracker.render import human_age, human_size, plural, table
 from tracker.server import TrackerConfig, TrackerServer
 
 PROG = "lanpeer-tracker"
@@ -309,6 +309,8 @@ def _stats_json(s: Stats) -> dict[str, Any]:
         "manifests": s.manifests,
         "sources": s.sources,
         "bad_source_reports": s.bad_source_reports,
+        "swarms": s.swarms,
+        "swarm_members": s.swarm_members,
     }
 
 
@@ -328,6 +330,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ["manifests", str(stats.manifests)],
         ["URL mappings", str(stats.sources)],
         ["bad-source reports", str(stats.bad_source_reports)],
+        ["swarms", f"{stats.swarms} ({plural(stats.swarm_members, 'member')})"],
     ]
     width = max(len(r[0]) for r in rows)
     for key, value in rows:

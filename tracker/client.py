@@ -19,6 +19,7 @@ from tracker.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     TrackerError,
     TrackerUnavailable,
     Unauthenticated,
@@ -26,6 +27,7 @@ from tracker.errors import (
 from tracker.model import (
     AgentInfo,
     AgentStatus,
+    Announce,
     ContentDetails,
     ContentMatch,
     ContentQuery,
@@ -37,6 +39,7 @@ from tracker.model import (
     Manifest,
     SourceRef,
     Stats,
+    SwarmView,
     SyncResult,
 )
 
@@ -47,6 +50,7 @@ _ERRORS: dict[grpc.StatusCode, type[TrackerError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
 }
 
@@ -226,6 +230,9 @@ class TrackerClient(_Client):
 
     def leave(self, agent_id: str) -> None:
         self._call(self._stub.Leave, tracker_pb2.LeaveRequest(agent_id=agent_id))
+
+    def announce(self, a: Announce) -> SwarmView:
+        return wire.swarm_view_from_pb(self._call(self._stub.Announce, wire.announce_to_pb(a)))
 
 
 class AdminClient(_Client):

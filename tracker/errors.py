@@ -19,6 +19,10 @@ class FailedPrecondition(TrackerError):
     """The request is well formed but does not fit the tracker's state."""
 
 
+class ResourceExhausted(TrackerError):
+    """The request would take the tracker past one of its bounds on state."""
+
+
 class PermissionDenied(TrackerError):
     """The agent is banned by an administrator."""
 

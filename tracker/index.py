@@ -192,6 +192,20 @@ class Index:
     def require_registered(self, agent_id: str) -> None:
         self._registered(agent_id)
 
+    def live_agent(self, agent_id: str) -> AgentInfo:
+        """The agent, when it is registered, live and not banned."""
+        if agent_id in self._banned:
+            raise PermissionDenied(f"agent {agent_id} is banned by an administrator")
+        agent = self._registered(agent_id)
+        if not self._live(agent):
+            raise FailedPrecondition(
+                f"agent {agent_id} is not live: no heartbeat for over {self.ttl:g} s; heartbeat first"
+            )
+        return agent.info
+
+    def now(self) -> float:
+        return self._clock()
+
     def is_live(self, agent_id: str) -> bool:
         agent = self._agents.get(agent_id)
         return agent is not None and self._live(agent)

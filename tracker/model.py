@@ -444,6 +444,10 @@ class Announce:
         return piece_count(self.size, self.piece_size)
 
 
+# An Announce's answer lists at most this many other members.
+SWARM_MEMBERS_SHOWN = 64
+
+
 @dataclass(frozen=True, slots=True)
 class SwarmMember:
     agent_id: str

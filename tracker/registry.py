@@ -1,11 +1,14 @@
-"""The tracker's state: the pure index, made durable by the store, behind one lock.
+"""The tracker's state: the pure index, made durable by the store, and the swarms,
+behind one lock.
 
 Each operation validates and decides in the index, then writes what must survive a
 restart to the store, all under the lock, so readers never see a half-applied change.
+Swarms are soft state and never reach the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -15,6 +18,7 @@ from tracker.index import Index
 from tracker.model import (
     AgentInfo,
     AgentStatus,
+    Announce,
     ContentDetails,
     ContentMatch,
     ContentQuery,
@@ -25,19 +29,22 @@ from tracker.model import (
     Manifest,
     SourceRef,
     Stats,
+    SwarmView,
     SyncResult,
     check_sha256,
 )
 from tracker.policy import HandoutPolicy
 from tracker.store import Store, StoreError
+from tracker.swarm import Swarms
 
 log = logging.getLogger(__name__)
 
 
 class Registry:
-    def __init__(self, index: Index, store: Store) -> None:
+    def __init__(self, index: Index, store: Store, swarms: Swarms | None = None) -> None:
         self._index = index
         self._store = store
+        self._swarms = swarms or Swarms()
         self._lock = threading.Lock()
         self._restore()
 
@@ -71,6 +78,7 @@ class Registry:
     def register(self, info: AgentInfo) -> None:
         with self._lock:
             self._index.register(info)
+            self._swarms.drop_agent(info.agent_id, self._index.now())
             self._store.save_agent(info)
         log.info("agent %s registered from %s (%s)", info.agent_id, info.hostname, info.base_url)
 
@@ -97,11 +105,13 @@ class Registry:
     def leave(self, agent_id: str) -> None:
         with self._lock:
             self._index.leave(agent_id)
+            self._swarms.drop_agent(agent_id, self._index.now())
         log.info("agent %s left", agent_id)
 
     def evict(self, agent_id: str, *, ban: bool) -> int:
         with self._lock:
             outcome = self._index.evict(agent_id, ban=ban)
+            self._swarms.drop_agent(agent_id, self._index.now())
             self._store.evict_agent(agent_id, ban=ban)
         log.info(
             "agent %s evicted%s; %d holdings withdrawn",
@@ -170,6 +180,11 @@ class Registry:
         with self._lock:
             return self._index.locate(query, max_holders=max_holders, policy=policy, requester=requester)
 
+    def announce(self, a: Announce) -> SwarmView:
+        with self._lock:
+            member_url = self._index.live_agent(a.agent_id).base_url if a.agent_id else None
+            return self._swarms.announce(a, self._index.now(), member_url=member_url)
+
     def inspect(self, query: ContentQuery) -> list[ContentDetails]:
         with self._lock:
             return self._index.inspect(query)
@@ -184,11 +199,13 @@ class Registry:
 
     def stats(self) -> Stats:
         with self._lock:
-            return self._index.stats()
+            swarms, members = self._swarms.stats()
+            return dataclasses.replace(self._index.stats(), swarms=swarms, swarm_members=members)
 
     def sweep(self) -> None:
         with self._lock:
             swept = self._index.sweep()
+            self._swarms.sweep(self._index.now(), self._index.is_live)
         if swept:
             log.info("forgot the holdings of %d long-silent agents", swept)
 

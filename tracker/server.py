@@ -23,6 +23,7 @@ from tracker.policy import DEFAULT_POLICY, policy_named
 from tracker.registry import Registry
 from tracker.service import TrackerAdminServicer, TrackerServicer
 from tracker.store import Store
+from tracker.swarm import Swarms
 from tracker.wire import CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class TrackerServer:
             clock=clock,
             rng=rng,
         )
-        self.registry = Registry(index, Store(config.db))
+        self.registry = Registry(index, Store(config.db), Swarms(rng=rng))
         self._executor = futures.ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="tracker-rpc"
         )

@@ -18,6 +18,7 @@ from tracker.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     TrackerError,
     Unauthenticated,
 )
@@ -37,6 +38,7 @@ _CODES: tuple[tuple[type[TrackerError], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
@@ -178,6 +180,10 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
         check_agent_id(request.agent_id)
         self._registry.leave(request.agent_id)
         return tracker_pb2.LeaveResponse()
+
+    @_rpc
+    def Announce(self, request: tracker_pb2.AnnounceRequest, context: Any) -> tracker_pb2.AnnounceResponse:
+        return wire.swarm_view_to_pb(self._registry.announce(wire.announce_from_pb(request)))
 
 
 class TrackerAdminServicer(admin_pb2_grpc.TrackerAdminServiceServicer, _Servicer):

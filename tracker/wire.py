@@ -8,7 +8,7 @@ Decoding validates: a malformed message raises InvalidArgument naming the field.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lanpeer.v1 import admin_pb2, common_pb2, tracker_pb2
 from tracker.errors import InvalidArgument
@@ -17,6 +17,7 @@ from tracker.model import (
     MAX_PIECE_COUNT,
     AgentInfo,
     AgentStatus,
+    Announce,
     ContentDetails,
     ContentMatch,
     ContentQuery,
@@ -33,6 +34,8 @@ from tracker.model import (
     SourceQuery,
     SourceRef,
     Stats,
+    SwarmMember,
+    SwarmView,
     UrlQuery,
     Validator,
     check_sha256,
@@ -256,6 +259,91 @@ def match_from_pb(pb: tracker_pb2.ContentMatch) -> ContentMatch:
     )
 
 
+def announce_to_pb(a: Announce) -> tracker_pb2.AnnounceRequest:
+    return tracker_pb2.AnnounceRequest(
+        agent_id=a.agent_id,
+        swarm_id=a.swarm_id,
+        size=a.size,
+        piece_size=a.piece_size,
+        have=common_pb2.PieceSet(bitmap=a.have),
+        hashes=_piece_hashes_to_pb(a.hashes),
+        hashes_known=common_pb2.PieceSet(bitmap=a.hashes_known),
+        origin_claims=sorted(a.origin_claims),
+        want_origin=a.want_origin,
+        complete=a.complete,
+        leaving=a.leaving,
+    )
+
+
+def announce_from_pb(pb: tracker_pb2.AnnounceRequest) -> Announce:
+    for what, entries in (("hashes", pb.hashes), ("origin_claims", pb.origin_claims)):
+        if len(entries) > MAX_PIECE_COUNT:
+            raise InvalidArgument(f"{what}: {len(entries)} entries, more than {MAX_PIECE_COUNT} pieces")
+    a = Announce(
+        agent_id=pb.agent_id,
+        swarm_id=pb.swarm_id,
+        size=pb.size,
+        piece_size=pb.piece_size,
+        have=pb.have.bitmap,
+        hashes=_piece_hashes_from_pb(pb.hashes),
+        hashes_known=pb.hashes_known.bitmap,
+        origin_claims=frozenset(pb.origin_claims),
+        want_origin=pb.want_origin,
+        complete=pb.complete,
+        leaving=pb.leaving,
+    )
+    if len(pb.origin_claims) > a.piece_count:
+        raise InvalidArgument(f"origin_claims: {len(pb.origin_claims)} entries for {a.piece_count} pieces")
+    return a
+
+
+def _piece_hashes_to_pb(hashes: Mapping[int, bytes]) -> list[tracker_pb2.PieceHash]:
+    return [tracker_pb2.PieceHash(index=i, sha256=digest) for i, digest in sorted(hashes.items())]
+
+
+def _piece_hashes_from_pb(entries: Sequence[tracker_pb2.PieceHash]) -> dict[int, bytes]:
+    hashes: dict[int, bytes] = {}
+    for i, entry in enumerate(entries):
+        if entry.index in hashes:
+            raise InvalidArgument(f"hashes[{i}]: piece {entry.index} appears twice")
+        hashes[entry.index] = entry.sha256
+    return hashes
+
+
+def swarm_view_to_pb(view: SwarmView) -> tracker_pb2.AnnounceResponse:
+    return tracker_pb2.AnnounceResponse(
+        members=[
+            tracker_pb2.SwarmMember(
+                agent_id=m.agent_id,
+                base_url=m.base_url,
+                complete=m.have is None,
+                have=None if m.have is None else common_pb2.PieceSet(bitmap=m.have),
+            )
+            for m in view.members
+        ],
+        hashes=_piece_hashes_to_pb(view.hashes),
+        hashes_known=common_pb2.PieceSet(bitmap=view.hashes_known),
+        origin_granted=view.origin_granted,
+        origin_claimed=common_pb2.PieceSet(bitmap=view.origin_claimed),
+        hash_conflicts=view.hash_conflicts,
+        interval_ms=max(1, round(view.interval * 1000)),
+    )
+
+
+def swarm_view_from_pb(pb: tracker_pb2.AnnounceResponse) -> SwarmView:
+    return SwarmView(
+        members=tuple(
+            SwarmMember(m.agent_id, m.base_url, None if m.complete else m.have.bitmap) for m in pb.members
+        ),
+        hashes={entry.index: entry.sha256 for entry in pb.hashes},
+        hashes_known=pb.hashes_known.bitmap,
+        origin_granted=tuple(pb.origin_granted),
+        origin_claimed=pb.origin_claimed.bitmap,
+        hash_conflicts=tuple(pb.hash_conflicts),
+        interval=pb.interval_ms / 1000,
+    )
+
+
 # ------------------------------------------------------------------- TrackerAdminService
 
 
@@ -378,6 +466,8 @@ def stats_to_pb(stats: Stats) -> admin_pb2.GetStatsResponse:
         manifests=stats.manifests,
         sources=stats.sources,
         bad_source_reports=stats.bad_source_reports,
+        swarms=stats.swarms,
+        swarm_members=stats.swarm_members,
     )
 
 
@@ -392,4 +482,6 @@ def stats_from_pb(pb: admin_pb2.GetStatsResponse) -> Stats:
         manifests=pb.manifests,
         sources=pb.sources,
         bad_source_reports=pb.bad_source_reports,
+        swarms=pb.swarms,
+        swarm_members=pb.swarm_members,
     )

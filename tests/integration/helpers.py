@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -202,7 +202,15 @@ class BlobFiles:
         return blob
 
 
-def range_servers(store: BlobFiles) -> Iterator[Callable[..., RangeServer]]:
+class RecordingStore(Protocol):
+    """A blob store that keeps every blob it hands out."""
+
+    opened: list[OpenBlob]
+
+    def open_blob(self, blob_id: str, /) -> OpenBlob | None: ...
+
+
+def range_servers(store: RecordingStore) -> Iterator[Callable[..., RangeServer]]:
     """For a fixture: starts range servers on 127.0.0.1, port 0, over `store`; stops them at
     the end and checks that every file they were given was closed."""
     started: list[RangeServer] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import make_blob, origin
-from tracker.model import MiB
+from tracker.model import Announce, MiB
 
 DATASET = make_blob("dataset.tar", 3 * MiB)
 ADMIN_TOKEN = "admin-s3cret"
@@ -169,6 +169,8 @@ def test_stats_json(cluster):
         "manifests": 1,
         "sources": 1,
         "bad_source_reports": 0,
+        "swarms": 0,
+        "swarm_members": 0,
     }
 
 
@@ -233,7 +235,21 @@ def test_stats_text(cluster):
         "manifests": "1",
         "URL mappings": "1",
         "bad-source reports": "0",
+        "swarms": "0 (0 members)",
     }
+
+
+def test_stats_count_swarms_and_their_members(cluster, clients):
+    clients.agent(cluster, "beta").join()
+    client = clients.agent_api(cluster)
+    for agent_id in ("alpha", "beta"):
+        client.announce(Announce(agent_id, DATASET.sha256, DATASET.size, MiB, b"\x00"))
+
+    stats = json_of(admin_cli(cluster, "stats", "--json"))
+    assert (stats["swarms"], stats["swarm_members"]) == (1, 2)
+    result = admin_cli(cluster, "stats")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^swarms +1 \(2 members\)$", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_empty_tracker_tables_say_so(tracker):

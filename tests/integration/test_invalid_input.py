@@ -123,6 +123,31 @@ def report(holder: str = "beta", reporter: str = "alpha", **kwargs: Any) -> Any:
     return tracker_pb2.ReportBadSourceRequest(reporter_agent_id=reporter, holder_agent_id=holder, **kwargs)
 
 
+def announce(**changes: Any) -> Any:
+    """A valid announce from alpha, in a swarm cut as BLOB is, but for `changes`."""
+    request = tracker_pb2.AnnounceRequest(
+        agent_id="alpha",
+        swarm_id=BLOB.sha256,
+        size=BLOB.size,
+        piece_size=BLOB.manifest.piece_size,
+        have=common_pb2.PieceSet(bitmap=b"\x80"),
+        hashes=[tracker_pb2.PieceHash(index=0, sha256=BLOB.manifest.piece_hash(0))],
+        want_origin=1,
+    )
+    for key, value in changes.items():
+        if key in ("hashes", "origin_claims"):
+            getattr(request, key).extend(value)
+        elif key in ("have", "hashes_known"):
+            getattr(request, key).bitmap = value
+        else:
+            setattr(request, key, value)
+    return request
+
+
+def piece_hash(index: int, digest: bytes = b"\x01" * 32) -> Any:
+    return tracker_pb2.PieceHash(index=index, sha256=digest)
+
+
 def register(agent_id: str = "gamma", hostname: str = "gamma", base_url: str = "http://gamma:7071") -> Any:
     return tracker_pb2.RegisterRequest(agent_id=agent_id, hostname=hostname, base_url=base_url)
 
@@ -299,6 +324,35 @@ CASES = [
          "piece_index"),
     Case("report: reason over 1 KiB", "tracker.ReportBadSource", lambda: report(reason="x" * 2000), INVALID,
          "reason"),
+    # Swarms.
+    Case("announce: agent id ../x", "tracker.Announce", lambda: announce(agent_id="../x"), INVALID,
+         "agent_id"),
+    Case("announce: unknown agent", "tracker.Announce", lambda: announce(agent_id="stranger"), NOT_FOUND,
+         "stranger"),
+    Case("announce: malformed swarm id", "tracker.Announce", lambda: announce(swarm_id="../../etc"),
+         INVALID, "swarm_id"),
+    Case("announce: size 0", "tracker.Announce", lambda: announce(size=0, hashes=[], have=b""), INVALID,
+         "size"),
+    Case("announce: piece size not a power of two", "tracker.Announce",
+         lambda: announce(piece_size=3 * MiB), INVALID, "piece_size"),
+    Case("announce: have bitmap of the wrong length", "tracker.Announce", lambda: announce(have=b"\x80\x00"),
+         INVALID, "have"),
+    Case("announce: hash of 31 bytes", "tracker.Announce",
+         lambda: announce(have=b"\xc0", hashes=[piece_hash(1, b"\x01" * 31)]), INVALID, "hashes"),
+    Case("announce: hash of a piece past the end", "tracker.Announce",
+         lambda: announce(hashes=[piece_hash(3)]), INVALID, "hashes"),
+    Case("announce: hash of a piece it lacks", "tracker.Announce", lambda: announce(hashes=[piece_hash(1)]),
+         INVALID, "hashes"),
+    Case("announce: a piece hashed twice", "tracker.Announce", lambda: announce(hashes=[piece_hash(0)]),
+         INVALID, "hashes"),
+    Case("announce: hashes_known of the wrong length", "tracker.Announce",
+         lambda: announce(hashes_known=b"\x80\x00"), INVALID, "hashes_known"),
+    Case("announce: more claims than pieces", "tracker.Announce",
+         lambda: announce(origin_claims=[0, 1, 2, 1]), INVALID, "origin_claims"),
+    Case("announce: huge want_origin", "tracker.Announce", lambda: announce(want_origin=2**32 - 1),
+         INVALID, "want_origin"),
+    Case("announce: complete without every piece", "tracker.Announce", lambda: announce(complete=True),
+         INVALID, "complete"),
     # The admin service.
     Case("inspect: no query", "admin.InspectContent", admin_pb2.InspectContentRequest, INVALID, "query"),
     Case("inspect: uppercase digest", "admin.InspectContent",

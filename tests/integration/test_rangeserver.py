@@ -441,8 +441,10 @@ def test_the_upload_cap_turns_away_the_next_download_with_retry_after(serve: Ser
         status, headers, body = request(server, blob(), {"Range": "bytes=0-9"})
         assert status == 503
         assert headers["Retry-After"] == "2"
-        # A HEAD sends no body: it is not an upload.
+        # A HEAD sends no body: it is not an upload. Nor is an answer without file bytes.
         assert request(server, blob(), method="HEAD")[0] == 200
+        assert request(server, blob(UNKNOWN_SHA))[0] == 404
+        assert request(server, blob(), {"Range": f"bytes={len(DATA)}-"})[0] == 416
         status, _, body = request(server, "/v1/health")
         assert json.loads(body) == {"status": "ok", "active_uploads": 2, "max_uploads": 2}
         stalled.pop().close()

@@ -29,6 +29,7 @@ from agent.fetch import (
     if_range_value,
     parse_content_range,
     parse_retry_after,
+    peer_bitmap,
     shown_url,
     status_error,
     strong_etag,
@@ -260,6 +261,28 @@ def test_no_digest_hint(headers: dict[str, str]) -> None:
 def test_digest_hint_never_raises(repr_digest: str, digest: str) -> None:
     found = digest_hint_from_headers({"Repr-Digest": repr_digest, "Digest": digest})
     assert found is None or len(found) == 64
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Lanpeer-Pieces": "oA=="}, b"\xa0"),
+        ({"lanpeer-pieces": " /4A= "}, b"\xff\x80"),
+        ({"Lanpeer-Pieces": ""}, b""),
+        ({}, None),
+        ({"Lanpeer-Pieces": "oA"}, None),
+        ({"Lanpeer-Pieces": "not base64!"}, None),
+        ({"Lanpeer-Pieces": "oA==\u00ff"}, None),
+    ],
+)
+def test_peer_bitmap(headers: dict[str, str], expected: bytes | None) -> None:
+    assert peer_bitmap(headers) == expected
+
+
+@given(header_text)
+def test_peer_bitmap_never_raises(value: str) -> None:
+    found = peer_bitmap({"Lanpeer-Pieces": value})
+    assert found is None or isinstance(found, bytes)
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,21 @@ def test_evict_withdraws_and_ban_refuses_registration(index):
         index.evict("nobody", ban=False)
 
 
+def test_a_swarm_member_is_a_registered_live_agent_not_banned(index, clock):
+    join(index, "x")
+    assert index.live_agent("x") == agent("x")
+    with pytest.raises(NotFound, match="agent nobody is not registered"):
+        index.live_agent("nobody")
+    clock.advance(30.1)
+    with pytest.raises(FailedPrecondition, match="agent x is not live"):
+        index.live_agent("x")
+    index.heartbeat("x", 1, Load())
+    assert index.live_agent("x") == agent("x")
+    index.evict("x", ban=True)
+    with pytest.raises(PermissionDenied, match="banned"):
+        index.live_agent("x")
+
+
 def test_stats_and_agents_add_up(index, clock):
     join(index, "x", whole(A, size=10), whole(B, size=20))
     join(index, "y", whole(A, size=10))

@@ -219,3 +219,73 @@ def test_many_random_runs_finish_with_every_piece_exactly_counted():
         speeds["origin"] = 1.0
         run(p, speeds)
         assert p.pieces_done() == 30
+
+
+# ----------------------------------------------------------------------------- swarms
+
+
+def test_a_growing_bitmap_makes_its_new_pieces_available():
+    p = planner(pieces=8, hashes_known=True)
+    p.add_source(peer("a", pieces=set(), count=8))
+    assert p.assign(0.0) == []
+    p.update_source("a", peer("a", pieces={2, 5}, count=8).bitmap)
+    assert sorted(a.piece for a in p.assign(0.0)) == [2, 5]
+    assert p.unavailable(range(8)) == {0, 1, 3, 4, 6, 7}
+
+
+def test_a_peer_piece_waits_for_its_hash():
+    p = planner(pieces=4, hashes_known=False)
+    p.add_source(peer("a", pieces={0, 1, 2, 3}, count=4))
+    assert p.assign(0.0) == []
+    p.learn_hash(3)
+    assert [a.piece for a in p.assign(0.0)] == [3]
+
+
+def test_a_restricted_origin_gives_only_the_granted_pieces_and_no_duplicates():
+    p = planner(pieces=8, min_slow_seconds=0.1)
+    p.add_source(ORIGIN)
+    p.restrict_origin(())
+    assert p.assign(0.0) == []
+    assert p.origin_wanted(queue=4) == 4
+    p.restrict_origin({6, 1})
+    assert [a.piece for a in p.assign(0.0)] == [1, 6]
+    assert p.origin_pending() == {1, 6}
+    assert p.origin_wanted(queue=4) == 2
+    # Slow pieces are not duplicated: another machine may be fetching any piece.
+    assert p.assign(100.0) == []
+
+
+def test_no_origin_piece_is_wanted_that_a_peer_has():
+    p = planner(pieces=4)
+    p.add_source(ORIGIN)
+    p.add_source(peer("a", pieces={0, 1, 2}, count=4))
+    p.restrict_origin(())
+    assert p.origin_wanted(queue=8) == 1
+
+
+def test_a_piece_a_partial_holder_lacks_after_all_is_asked_for_elsewhere():
+    p = planner(pieces=2)
+    p.add_source(peer("a", pieces={0}, count=2))
+    (a,) = p.assign(0.0)
+    p.failed(a.id, 0.0, Failure.NOT_HELD)
+    assert p.unavailable(range(2)) == {0, 1}
+    assert p.dropped() == {}
+    p.update_source("a", peer("a", pieces={0, 1}, count=2).bitmap)
+    assert sorted(x.piece for x in p.assign(0.0)) == [0, 1]
+
+
+def test_a_dropped_peer_that_grows_adds_nothing():
+    p = planner(pieces=2)
+    p.add_source(peer("a", pieces={0}, count=2))
+    (a,) = p.assign(0.0)
+    p.failed(a.id, 0.0, Failure.CORRUPT)
+    p.update_source("a", None)
+    assert p.unavailable(range(2)) == {0, 1}
+
+
+def test_pieces_nobody_has_yet_are_awaited_while_a_swarm_works():
+    p = planner(pieces=2)
+    p.add_source(peer("a", pieces={0}, count=2))
+    p.check_stuck(more_may_come=True)
+    with pytest.raises(NoSourceLeft):
+        p.check_stuck()

@@ -1,4 +1,4 @@
-"""The SQLite store, and the registry restoring the index from it."""
+"""The SQLite store, and the registry restoring the index from it and keeping the swarms."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import pytest
 from tests.unit.helpers import FakeClock, agent, digest, manifest_for, whole
 from tracker.errors import FailedPrecondition, PermissionDenied
 from tracker.index import Index
-from tracker.model import DigestQuery, HeartbeatAction, Load, MiB, SourceQuery, SourceRef, Validator
+from tracker.model import (
+    Announce,
+    DigestQuery,
+    HeartbeatAction,
+    Load,
+    MiB,
+    SourceQuery,
+    SourceRef,
+    Validator,
+)
 from tracker.policy import LeastLoaded
 from tracker.registry import Registry
 from tracker.store import Store, StoreError
@@ -117,4 +126,31 @@ def test_cleared_marks_and_unbans_are_durable(tmp_path: Path) -> None:
     reg.sync("y", generation=1, full=True, holdings=[whole(A)], removed=())
     (match,) = reg.locate(DigestQuery(A), max_holders=10, policy=None, requester="")
     assert [h.agent.agent_id for h in match.holders] == ["y"]
+    reg.close()
+
+
+def test_swarms_are_swept_with_the_index_and_never_stored(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    clock = FakeClock()
+    reg = open_registry(path, clock)
+    for name in ("seed", "fetcher"):
+        reg.register(agent(name))
+    reg.announce(Announce("seed", A, 3 * MiB, MiB, b"\xe0", complete=True))
+    reg.announce(Announce("fetcher", A, 3 * MiB, MiB, b"\x00"))
+    assert (reg.stats().swarms, reg.stats().swarm_members) == (1, 2)
+
+    clock.advance(3.5)
+    reg.sweep()
+    assert reg.stats().swarm_members == 1, "the member that stopped announcing is still listed"
+    clock.advance(30)
+    with pytest.raises(FailedPrecondition, match="not live"):
+        reg.announce(Announce("fetcher", A, 3 * MiB, MiB, b"\x00"))
+    reg.sweep()
+    assert reg.stats().swarm_members == 0, "the complete member whose agent died is still listed"
+
+    reg.register(agent("seed"))
+    reg.announce(Announce("seed", A, 3 * MiB, MiB, b"\xe0", complete=True))
+    reg.close()
+    reg = open_registry(path, clock)
+    assert (reg.stats().swarms, reg.stats().swarm_members) == (0, 0)
     reg.close()

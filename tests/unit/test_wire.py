@@ -9,7 +9,9 @@ from tests.unit.helpers import agent, digest, manifest_for
 from tracker import wire
 from tracker.errors import InvalidArgument
 from tracker.model import (
+    MAX_PIECE_COUNT,
     AgentStatus,
+    Announce,
     ContentDetails,
     ContentMatch,
     DigestQuery,
@@ -25,6 +27,8 @@ from tracker.model import (
     SourceQuery,
     SourceRef,
     Stats,
+    SwarmMember,
+    SwarmView,
     UrlQuery,
     Validator,
 )
@@ -127,7 +131,7 @@ def test_admin_replies_round_trip() -> None:
     page = FilePage((FileSummary(A, 9, ("a",), 1, 2, True, (SRC,)),), next_page_token=A)
     assert wire.file_page_from_pb(wire.file_page_to_pb(page)) == page
 
-    stats = Stats(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    stats = Stats(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
     assert wire.stats_from_pb(wire.stats_to_pb(stats)) == stats
 
     view = HolderView(agent("x"), Holding(A, 9, "a"), Load())
@@ -136,3 +140,68 @@ def test_admin_replies_round_trip() -> None:
     assert back.holders[0][1] is HolderState.BAD
     assert back.sources == (SRC,)
     assert isinstance(wire.details_to_pb(details), admin_pb2.ContentDetails)
+
+
+# ----------------------------------------------------------------------------- swarms
+
+ANNOUNCE = Announce(
+    agent_id="x",
+    swarm_id=A,
+    size=10 * MiB,
+    piece_size=MiB,
+    have=b"\x60\x00",
+    hashes={1: b"\x01" * 32, 2: b"\x02" * 32},
+    hashes_known=b"\x40\x00",
+    origin_claims=frozenset({4, 7}),
+    want_origin=3,
+)
+
+
+def test_announces_round_trip() -> None:
+    assert wire.announce_from_pb(wire.announce_to_pb(ANNOUNCE)) == ANNOUNCE
+    observer = Announce("", A, 1, MiB, b"\x80", complete=True, leaving=True)
+    assert wire.announce_from_pb(wire.announce_to_pb(observer)) == observer
+
+
+def test_a_piece_hashed_twice_in_an_announce_is_refused() -> None:
+    pb = wire.announce_to_pb(ANNOUNCE)
+    pb.hashes.add(index=1, sha256=b"\x01" * 32)
+    with pytest.raises(InvalidArgument, match=r"hashes\[2\]: piece 1 appears twice"):
+        wire.announce_from_pb(pb)
+
+
+def test_more_origin_claims_than_pieces_are_refused() -> None:
+    pb = wire.announce_to_pb(ANNOUNCE)
+    pb.origin_claims[:] = list(range(10))
+    assert wire.announce_from_pb(pb).origin_claims == frozenset(range(10))
+    pb.origin_claims.append(0)
+    with pytest.raises(InvalidArgument, match="origin_claims: 11 entries for 10 pieces"):
+        wire.announce_from_pb(pb)
+
+
+@pytest.mark.parametrize("field", ["hashes", "origin_claims"])
+def test_oversized_announce_lists_are_refused_before_decoding(field: str) -> None:
+    pb = wire.announce_to_pb(ANNOUNCE)
+    if field == "hashes":
+        pb.hashes.extend(tracker_pb2.PieceHash(index=0) for _ in range(MAX_PIECE_COUNT + 1))
+    else:
+        pb.origin_claims.extend([0] * (MAX_PIECE_COUNT + 1))
+    with pytest.raises(InvalidArgument, match=f"{field}: .* more than {MAX_PIECE_COUNT}"):
+        wire.announce_from_pb(pb)
+
+
+def test_swarm_views_round_trip() -> None:
+    view = SwarmView(
+        members=(SwarmMember("y", "http://y.lab:7071", b"\x60\x00"), SwarmMember("z", "http://z:1", None)),
+        hashes={0: b"\x03" * 32, 9: b"\x04" * 32},
+        hashes_known=b"\x80\x40",
+        origin_granted=(3, 5),
+        origin_claimed=b"\x14\x00",
+        hash_conflicts=(2,),
+        interval=1.5,
+    )
+    pb = wire.swarm_view_to_pb(view)
+    assert pb.interval_ms == 1500
+    assert [m.complete for m in pb.members] == [False, True]
+    assert not pb.members[1].HasField("have")
+    assert wire.swarm_view_from_pb(pb) == view
