@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 ORIGIN_ID = "origin"
 # How often the loop looks for the swarm's answers when nothing else wakes it.
 SWARM_POLL = 0.1
+# Connections to each seed while other members fetch from the seeds too.
+SWARM_SEED_CONNECTIONS = 1
 HASH_BLOCK = 4 * 1024 * 1024
 MAX_BUFFERED = 256 * 1024 * 1024
 
@@ -123,8 +126,9 @@ class Options:
     origin_connections: int = 4
     policy: Policy = Policy.PEERS_FIRST
     checkpoint_every: float = 2.0
-    # Origin pieces to keep granted ahead, per origin connection, in a swarm.
-    origin_queue_per_connection: int = 2
+    # In a swarm, seed pieces to keep granted ahead: one per origin connection, or what
+    # the seeds give in this many seconds when that is more.
+    seed_lead_seconds: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +278,7 @@ class Downloader:
                 if origin is not None and not origin.accepts_ranges and not peers_usable:
                     self._stream(run, origin, started)
                 else:
-                    self._share(run, part)
+                    self._share(run, part, options)
                     try:
                         self._loop(run, options, ctl, identity, started)
                     except RangeNotSupported as exc:
@@ -326,7 +330,7 @@ class Downloader:
 
     # ----------------------------------------------------------------- the swarm
 
-    def _share(self, run: _Run, part: Path) -> None:
+    def _share(self, run: _Run, part: Path, options: Options) -> None:
         """Offers the verified pieces to peers, and joins the swarm."""
         plan = run.plan
         manifest = plan.manifest
@@ -339,13 +343,18 @@ class Downloader:
         verified = {
             piece: run.piece_hashes.get(piece) or run.expected_hash(piece) or b"" for piece in run.done
         }
-        run.swarm = self._swarm.join(
-            plan.swarm_id, plan.size, run.piece_size, verified, hashes_known=manifest is not None
-        )
         if self._swarm.member:
-            # Until the tracker grants pieces, the origin waits: other members may be
-            # fetching any of them.
-            run.planner.restrict_origin(())
+            # Until the tracker grants pieces, the seeds (the origin, peers with every
+            # piece) wait: other members may be fetching any piece from them.
+            run.planner.restrict_seeds(())
+        run.swarm = self._swarm.join(
+            plan.swarm_id,
+            plan.size,
+            run.piece_size,
+            verified,
+            hashes_known=manifest is not None,
+            want_origin=run.planner.seed_wanted(_seed_queue(run, options)),
+        )
 
     def _follow_swarm(self, run: _Run, options: Options) -> None:
         swarm = run.swarm
@@ -353,14 +362,12 @@ class Downloader:
         if swarm.failed is not None:
             if not run.alone:
                 run.alone = True
-                run.planner.restrict_origin(None)
+                run.planner.restrict_seeds(None)
             return
         for view in swarm.take():
             self._apply_view(run, view, options)
         if self._swarm is not None and self._swarm.member:
-            origin = run.plan.origin
-            queue = options.origin_queue_per_connection * (options.origin_connections if origin else 0)
-            swarm.want(run.planner.origin_pending(), run.planner.origin_wanted(queue))
+            swarm.want(run.planner.seed_pending(), run.planner.seed_wanted(_seed_queue(run, options)))
 
     def _apply_view(self, run: _Run, view: SwarmView, options: Options) -> None:
         plan = run.plan
@@ -397,13 +404,14 @@ class Downloader:
         run.others_downloading = any(member.have is not None for member in view.members)
         claimed = _piece_set(view.origin_claimed, count)
         if self._swarm is not None and self._swarm.member:
-            # The tracker grants no piece a member has; when that member sent bad bytes or
-            # cannot be reached, nobody else gives it, so this machine fetches it.
-            held = set().union(*(_piece_set(m.have, count, full=True) for m in view.members))
+            # The tracker grants no piece a member still downloading has; when that member
+            # sent bad bytes or cannot be reached, nobody else gives it: fetch it anyway.
+            held = set().union(*(_piece_set(m.have, count) for m in view.members))
             stranded = planner.unavailable(held) - claimed
-            planner.restrict_origin(planner.origin_pending() | set(view.origin_granted) | stranded)
+            planner.restrict_seeds(planner.seed_pending() | set(view.origin_granted) | stranded)
+            planner.limit_seed_connections(SWARM_SEED_CONNECTIONS if run.others_downloading else None)
         else:
-            planner.restrict_origin(p for p in range(count) if p not in claimed)
+            planner.restrict_seeds(p for p in range(count) if p not in claimed)
 
     # ----------------------------------------------------------------- the loop
 
@@ -423,6 +431,9 @@ class Downloader:
                     now = self._clock()
                     for assignment in planner.assign(now):
                         running[pool.submit(self._fetch, run, assignment)] = assignment
+                    if run.swarm is not None and run.swarming and len(running) < options.connections:
+                        # Connections idle for want of known pieces: ask the swarm sooner.
+                        run.swarm.hurry()
                     if not running:
                         planner.check_stuck(more_may_come=run.swarming and run.others_downloading)
                         deadline = planner.next_deadline(now)
@@ -694,10 +705,17 @@ def _explain_stuck(exc: NoSourceLeft, run: _Run) -> str:
     return f"{exc}: {why or 'no peer holds them'}, and {origin}"
 
 
-def _piece_set(bitmap: bytes | None, count: int, *, full: bool = False) -> set[int]:
-    """The pieces set in `bitmap`; every piece for None when `full`, else none."""
-    if bitmap is None:
-        return set(range(count)) if full else set()
-    if len(bitmap) != bitmap_len(count):
+def _seed_queue(run: _Run, options: Options) -> int:
+    """How many seed pieces to keep granted ahead in a swarm: what the seeds give in the
+    lead time, and at least one more than can be in flight."""
+    rate = run.planner.seed_rate()
+    ahead = math.ceil(rate * options.seed_lead_seconds / run.piece_size) if rate else 0
+    in_flight = SWARM_SEED_CONNECTIONS if run.others_downloading else options.origin_connections
+    return max(in_flight + 1, ahead)
+
+
+def _piece_set(bitmap: bytes | None, count: int) -> set[int]:
+    """The pieces set in `bitmap` (none for None: a complete member is a seed)."""
+    if bitmap is None or len(bitmap) != bitmap_len(count):
         return set()
     return {piece for piece in range(count) if bitmap_has(bitmap, piece)}

@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from lanpeer.v1 import agent_pb2, agent_pb2_grpc
 from tracker.errors import TrackerError
 
 log = logging.getLogger(__name__)
+
+# A client is sent at most one progress event per this many seconds.
+PROGRESS_EVERY = 0.1
 
 SOCKET_NAME = "agent.sock"
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL.
@@ -130,11 +134,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
 
+        last_progress = -PROGRESS_EVERY
+
+        def progress(p: Progress) -> None:
+            nonlocal last_progress
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_EVERY:
+                last_progress = now
+                events.put(agent_pb2.GetEvent(progress=_progress_pb(p)))
+
         def work() -> None:
             try:
-                summary = self._daemon.fetch(
-                    wanted, lambda p: events.put(agent_pb2.GetEvent(progress=_progress_pb(p))), cancelled
-                )
+                summary = self._daemon.fetch(wanted, progress, cancelled)
                 events.put(agent_pb2.GetEvent(summary=_summary_pb(summary)))
             except BaseException as exc:
                 events.put(exc)

@@ -13,9 +13,10 @@ duplicated (end-game), so one slow source cannot hold up the finish.
 
 In a swarm the picture moves while the download runs: peers appear and their bitmaps grow
 (`update_source`), piece hashes arrive from the tracker (`learn_hash`; a peer's copy is
-only fetched once it can be checked), and the origin may be restricted to the pieces the
-tracker granted this machine (`restrict_origin`), so that each piece leaves the origin
-about once for the whole swarm.
+only fetched once it can be checked), and the seeds (the origin, and peers that hold every
+piece) may be restricted to the pieces the tracker granted this machine (`restrict_seeds`),
+so that each piece leaves the seeds about once and the machines still downloading pass it
+on among themselves (BitTorrent's super-seeding, with the tracker handing out the pieces).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class _SourceState:
     source: Source
     budget: RetryBudget
     active: int = 0
+    # Connections it may have now: cut to what it was serving when it said it was busy,
+    # grown back by one with each piece it gives.
+    limit: int = 0
     not_before: float = 0.0
     dropped: str | None = None
     bytes: int = 0
@@ -177,8 +181,12 @@ class Planner:
         self._availability = [0] * len(piece_sizes)
         # Whether each piece's hash is known, so that a copy from a peer can be checked.
         self._verifiable = [hashes_known] * len(piece_sizes)
-        # The pieces the origin may give; None for all of them.
-        self._origin_allowed: set[int] | None = None
+        # Usable peers that hold every piece.
+        self._complete_peers = 0
+        # The pieces the seeds may give; None for all of them.
+        self._seed_allowed: set[int] | None = None
+        # Connections to each seed, when fewer than their own.
+        self._seed_connections: int | None = None
         self._durations: deque[float] = deque(maxlen=32)
         self._next_id = 0
         self.refetched = 0
@@ -188,7 +196,7 @@ class Planner:
     def add_source(self, source: Source) -> None:
         if source.id in self._sources:
             raise ValueError(f"source {source.id} already added")
-        self._sources[source.id] = _SourceState(source, self._budget)
+        self._sources[source.id] = _SourceState(source, self._budget, limit=source.connections)
         self._count(source, +1)
 
     def update_source(self, source_id: str, bitmap: bytes | None) -> None:
@@ -202,6 +210,7 @@ class Planner:
             changed = _bits(old.bitmap, len(self._sizes)) ^ _bits(bitmap, len(self._sizes))
             for piece in _indices(changed, len(self._sizes)):
                 self._availability[piece] += 1 if new.has(piece) else -1
+            self._complete_peers += (bitmap is None) - (old.bitmap is None)
         state.source = new
 
     def unavailable(self, pieces: Iterable[int]) -> set[int]:
@@ -214,39 +223,68 @@ class Planner:
     def learn_hash(self, piece: int) -> None:
         self._verifiable[piece] = True
 
-    def restrict_origin(self, allowed: Iterable[int] | None) -> None:
-        """Limits the origin to `allowed` pieces (None lifts the limit). A restricted origin
-        is never sent duplicates: another machine may be fetching the same piece."""
-        self._origin_allowed = None if allowed is None else set(allowed)
+    def restrict_seeds(self, allowed: Iterable[int] | None) -> None:
+        """Limits the seeds (the origin, and peers with every piece) to `allowed` pieces;
+        None lifts the limit. Restricted seeds are never sent duplicates: another machine
+        may be fetching the same piece from them."""
+        self._seed_allowed = None if allowed is None else set(allowed)
 
-    def origin_pending(self) -> set[int]:
-        """The allowed origin pieces not verified yet (in flight or still to start)."""
-        if self._origin_allowed is None:
+    def limit_seed_connections(self, connections: int | None) -> None:
+        """At most `connections` to each seed (None: each its own). With other machines
+        fetching from the same seeds, one connection each makes their pieces arrive one
+        after the other, each passed on while the next comes, instead of all at the end."""
+        self._seed_connections = connections
+
+    def _limit(self, state: _SourceState) -> int:
+        if self._seed_connections is not None and self._is_seed(state.source):
+            return min(state.limit, self._seed_connections)
+        return state.limit
+
+    def seed_rate(self) -> float | None:
+        """What the seeds gave lately, in bytes per second over all their connections;
+        None before any piece came from one."""
+        rates = [
+            self._limit(s) / s.seconds_per_byte()
+            for s in self._sources.values()
+            if s.usable and self._is_seed(s.source) and s.recent
+        ]
+        return sum(rates) if rates else None
+
+    def seed_pending(self) -> set[int]:
+        """The allowed seed pieces not verified yet (in flight or still to start)."""
+        if self._seed_allowed is None:
             return set()
-        return {p for p in self._origin_allowed if not self._done[p]}
+        return {p for p in self._seed_allowed if not self._done[p]}
 
-    def origin_wanted(self, queue: int) -> int:
-        """How many more origin pieces would be useful, keeping up to `queue` pieces pending:
-        pieces no peer has, nobody here fetches, and the origin is not allowed yet."""
-        origin = [s for s in self._sources.values() if s.source.kind is SourceKind.ORIGIN and s.usable]
-        if not origin or self._origin_allowed is None:
+    def seed_wanted(self, queue: int) -> int:
+        """How many more seed pieces would be useful, keeping up to `queue` pending:
+        pieces no peer still downloading has, nobody here fetches, not allowed yet."""
+        if self._seed_allowed is None or not any(
+            s.usable and self._is_seed(s.source) for s in self._sources.values()
+        ):
             return 0
-        room = queue - len(self.origin_pending())
+        room = queue - len(self.seed_pending())
         if room <= 0:
             return 0
         needy = 0
         for piece, done in enumerate(self._done):
-            if done or piece in self._by_piece or piece in self._origin_allowed:
+            if done or piece in self._by_piece or piece in self._seed_allowed:
                 continue
-            if self._availability[piece] == 0:
+            if self._availability[piece] == self._complete_peers:
                 needy += 1
                 if needy >= room:
                     break
         return needy
 
+    @staticmethod
+    def _is_seed(source: Source) -> bool:
+        return source.bitmap is None
+
     def _count(self, source: Source, step: int) -> None:
         if source.kind is not SourceKind.PEER:
             return
+        if source.bitmap is None:
+            self._complete_peers += step
         for piece in _indices(_bits(source.bitmap, len(self._sizes)), len(self._sizes)):
             self._availability[piece] += step
 
@@ -288,7 +326,7 @@ class Planner:
         ready = [
             s
             for s in self._sources.values()
-            if s.usable and s.not_before <= now and s.active < s.source.connections
+            if s.usable and s.not_before <= now and s.active < self._limit(s)
         ]
         ready.sort(key=lambda s: (s.source.kind is SourceKind.ORIGIN, s.seconds_per_byte()))
         progress = True
@@ -297,7 +335,7 @@ class Planner:
             for state in ready:
                 if len(self._flights) >= self._connections:
                     break
-                if state.active >= state.source.connections:
+                if state.active >= self._limit(state):
                     continue
                 assignment = self._pick(state, now)
                 if assignment is not None:
@@ -324,6 +362,8 @@ class Planner:
         """A piece nobody is fetching: rarest first among peers (random among equals); in
         index order from the origin, which then reads the file front to back."""
         source = state.source
+        if self._seed_allowed is not None and self._is_seed(source):
+            return self._fresh_seed_piece(source)
         if source.kind is SourceKind.ORIGIN:
             return self._fresh_origin_piece()
         best: list[int] = []
@@ -339,13 +379,31 @@ class Planner:
         return self._rng.choice(best) if best else None
 
     def _fresh_origin_piece(self) -> int | None:
-        allowed = self._origin_allowed
-        pieces: Iterable[int] = range(len(self._sizes)) if allowed is None else sorted(allowed)
-        for piece in pieces:
-            if self._done[piece] or piece in self._by_piece:
+        for piece, done in enumerate(self._done):
+            if done or piece in self._by_piece:
                 continue
             if self._policy is Policy.PEERS_FIRST and self._availability[piece] > 0:
                 continue
+            return piece
+        return None
+
+    def _fresh_seed_piece(self, source: Source) -> int | None:
+        """A granted piece, lowest first; under peers-first, not one a peer still
+        downloading has (it is fetched from that peer), and from the origin not one a
+        complete peer has."""
+        assert self._seed_allowed is not None
+        origin = source.kind is SourceKind.ORIGIN
+        for piece in sorted(self._seed_allowed):
+            if self._done[piece] or piece in self._by_piece:
+                continue
+            if not origin and not self._verifiable[piece]:
+                continue
+            if self._policy is Policy.PEERS_FIRST:
+                others = (
+                    self._availability[piece] if origin else self._availability[piece] - self._complete_peers
+                )
+                if others > 0:
+                    continue
             return piece
         return None
 
@@ -354,7 +412,7 @@ class Planner:
         longest-running first. Under peers-first the origin only takes a piece that is
         slow where it is."""
         source = state.source
-        if source.kind is SourceKind.ORIGIN and self._origin_allowed is not None:
+        if self._seed_allowed is not None and self._is_seed(source):
             return None
         slow_after = self.slow_after()
         overdue_after = max(self.typical_duration(), self._min_slow / 2)
@@ -423,6 +481,7 @@ class Planner:
         state.bytes += size
         state.pieces_done += 1
         state.budget = self._budget
+        state.limit = min(state.limit + 1, state.source.connections)
         duration = max(now - flight.started, 1e-6)
         state.recent.append(duration / max(size, 1))
         if self._done[a.piece]:
@@ -441,7 +500,10 @@ class Planner:
         elif failure is Failure.MISSING:
             self._drop(state, "does not hold the content")
         elif failure is Failure.BUSY:
-            state.not_before = now + retry_after
+            # Busy with the other connections it serves us: use those; busy with none: wait.
+            state.limit = max(1, state.active)
+            if state.active == 0:
+                state.not_before = now + retry_after
         elif failure is Failure.NOT_HELD:
             self._forget_piece(state, flight.assignment.piece)
         else:

@@ -150,7 +150,7 @@ class RangeServerConfig:
     send_timeout: float = 60.0
     max_header_bytes: int = 16 * KiB
     # Seconds a client turned away by the upload cap is told to wait.
-    retry_after: int = 2
+    retry_after: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # With no answer for this long, the download stops waiting for the swarm's origin grants.
 GIVE_UP_SECONDS = 5.0
 FIRST_INTERVAL = 1.0
+# News worth telling (a hash the tracker lacks) or hearing (the download has nothing to
+# do) brings the next announce forward, but never closer than this to the last one.
+MIN_SPACING = 0.5
 
 
 def swarm_id_for(source: SourceRef) -> str:
@@ -73,7 +76,9 @@ class SwarmAccess:
         verified: Mapping[int, bytes],
         *,
         hashes_known: bool,
+        want_origin: int = 0,
     ) -> SwarmSession:
+        """Starts announcing; the first announce already asks for `want_origin` pieces."""
         session = SwarmSession(
             self.tracker,
             agent_id=self.agent_id,
@@ -83,6 +88,7 @@ class SwarmAccess:
             verified=verified,
             hashes_known=hashes_known,
         )
+        session.want((), want_origin)
         session.start()
         return session
 
@@ -109,6 +115,9 @@ class SwarmSession:
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._urgent = False
+        self._interval = FIRST_INTERVAL
         self._thread = threading.Thread(target=self._run, name=f"swarm-{swarm_id[:8]}", daemon=True)
         # Hashes of the pieces verified here.
         self._verified: dict[int, bytes] = dict(verified)
@@ -131,6 +140,15 @@ class SwarmSession:
         with self._lock:
             self._verified[piece] = digest
             self._known.add(piece)
+            news = self._agent_id and not (self._tracker_known and bitmap_has(self._tracker_known, piece))
+        if news:
+            self.hurry()
+
+    def hurry(self) -> None:
+        """Announces sooner than the interval (MIN_SPACING after the last at the soonest)."""
+        with self._lock:
+            self._urgent = True
+        self._wake.set()
 
     def want(self, claims: Iterable[int], want_origin: int) -> None:
         with self._lock:
@@ -147,6 +165,7 @@ class SwarmSession:
         """Stops announcing, and tells the tracker the download is complete (it keeps
         serving every piece) or that it leaves the swarm."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
         if self._agent_id and self.failed is None:
@@ -158,9 +177,19 @@ class SwarmSession:
     # ----------------------------------------------------------------- the thread
 
     def _run(self) -> None:
-        delay = 0.0
-        while not self._stop.wait(delay):
-            delay = self._announce_once()
+        last = -float("inf")
+        while not self._stop.is_set():
+            with self._lock:
+                spacing = MIN_SPACING if self._urgent else self._interval
+            wait = last + spacing - self._clock()
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            with self._lock:
+                self._urgent = False
+            last = self._clock()
+            self._interval = self._announce_once()
             if self.failed is not None:
                 return
 
@@ -169,7 +198,7 @@ class SwarmSession:
             view = self._tracker.announce(self._announce())
         except (FailedPrecondition, PermissionDenied, InvalidArgument) as exc:
             self._give_up(str(exc))
-            return 0.0
+            return FIRST_INTERVAL
         except TrackerError as exc:
             # Before any answer, an unreachable tracker is not waited for: nothing is granted yet.
             unreachable = isinstance(exc, TrackerUnavailable) and not self._answered

@@ -119,7 +119,9 @@ class _Swarm:
                 self._held = None
             member.base_url, member.have, member.last_seen = base_url, a.have, now
         (self.complete if a.complete else self.fetching)[a.agent_id] = member
-        if self._held is not None:
+        if a.complete:
+            self._held = None
+        elif self._held is not None:
             self._held |= have
         self.empty_since = None
         self._keep_claims(member, a.origin_claims, have)
@@ -146,7 +148,8 @@ class _Swarm:
             self.empty_since = now
 
     def grant(self, member: _Member, want: int) -> tuple[int, ...]:
-        """Up to `want` pieces, lowest first, that no member has and no member claims."""
+        """Up to `want` pieces, lowest first, that no member still downloading has and
+        no member claims."""
         free = self.every_piece & ~(self.held() | self.claimed)
         granted = tuple(islice(_pieces_in(self.bitmap(free)), want))
         for index in granted:
@@ -155,8 +158,10 @@ class _Swarm:
         return granted
 
     def held(self) -> int:
+        """The pieces members still downloading have. Complete members are seeds, like
+        the origin: their pieces are granted too, to be fetched from them once each."""
         if self._held is None:
-            held = self.every_piece if self.complete else 0
+            held = 0
             for member in self.fetching.values():
                 held |= int.from_bytes(member.have, "big")
             self._held = held
@@ -214,7 +219,9 @@ class Swarms:
             else:
                 joined = swarm.upsert(a, url, now)
         conflicts = swarm.learn(a.hashes, keep=url is not None)
-        granted = swarm.grant(joined, a.want_origin) if joined is not None and a.want_origin else ()
+        granted: tuple[int, ...] = ()
+        if joined is not None and a.want_origin:
+            granted = swarm.grant(joined, a.want_origin)
         return SwarmView(
             members=swarm.others(a.agent_id, self._rng),
             hashes=swarm.hashes_missing(a.hashes_known),

@@ -110,7 +110,7 @@ APT_TIMEOUT = 600.0
 POLL_SECONDS = 0.02
 HTTP_PORT = 80
 
-_LOG_LINE = re.compile(r"^(\S+) (\S+) (\d{3}) (\d+)$")
+_LOG_LINE = re.compile(r"^(\S+) (\S+) (\d{3}) (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +389,9 @@ def running_nginx(tools: Tools, services: Services, lab: Lab, workdir: Path, roo
         f"pid {home / 'nginx.pid'};\nerror_log {home / 'error.log'} warn;\n"
         "events { worker_connections 1024; }\n"
         "http {\n"
-        "    log_format bench '$request_method $uri $status $body_bytes_sent';\n"
+        # The first four fields are what is counted; the rest are for a look at the timing.
+        "    log_format bench '$request_method $uri $status $body_bytes_sent "
+        "$msec $request_time $http_range';\n"
         f"    access_log {access_log} bench;\n"
         "    sendfile on;\n    keepalive_requests 100000;\n"
         "    default_type application/octet-stream;\n"

@@ -244,13 +244,13 @@ def test_a_peer_piece_waits_for_its_hash():
 def test_a_restricted_origin_gives_only_the_granted_pieces_and_no_duplicates():
     p = planner(pieces=8, min_slow_seconds=0.1)
     p.add_source(ORIGIN)
-    p.restrict_origin(())
+    p.restrict_seeds(())
     assert p.assign(0.0) == []
-    assert p.origin_wanted(queue=4) == 4
-    p.restrict_origin({6, 1})
+    assert p.seed_wanted(queue=4) == 4
+    p.restrict_seeds({6, 1})
     assert [a.piece for a in p.assign(0.0)] == [1, 6]
-    assert p.origin_pending() == {1, 6}
-    assert p.origin_wanted(queue=4) == 2
+    assert p.seed_pending() == {1, 6}
+    assert p.seed_wanted(queue=4) == 2
     # Slow pieces are not duplicated: another machine may be fetching any piece.
     assert p.assign(100.0) == []
 
@@ -259,8 +259,8 @@ def test_no_origin_piece_is_wanted_that_a_peer_has():
     p = planner(pieces=4)
     p.add_source(ORIGIN)
     p.add_source(peer("a", pieces={0, 1, 2}, count=4))
-    p.restrict_origin(())
-    assert p.origin_wanted(queue=8) == 1
+    p.restrict_seeds(())
+    assert p.seed_wanted(queue=8) == 1
 
 
 def test_a_piece_a_partial_holder_lacks_after_all_is_asked_for_elsewhere():
@@ -289,3 +289,48 @@ def test_pieces_nobody_has_yet_are_awaited_while_a_swarm_works():
     p.check_stuck(more_may_come=True)
     with pytest.raises(NoSourceLeft):
         p.check_stuck()
+
+
+def test_a_busy_peer_keeps_the_connections_it_serves_and_grows_back():
+    p = planner(pieces=8)
+    p.add_source(peer("a", connections=4))
+    flights = p.assign(0.0)
+    assert len(flights) == 4
+    p.failed(flights[0].id, 0.0, Failure.BUSY, retry_after=5.0)
+    # Three still served: no new connection, but no wait either.
+    assert p.assign(0.1) == []
+    p.done(flights[1].id, 0.2)
+    assert len(p.assign(0.2)) == 2  # limit 3 + 1 = 4, two running
+    p.failed(flights[2].id, 0.3, Failure.BUSY, retry_after=5.0)
+    assert p.dropped() == {}
+
+
+def test_a_busy_peer_serving_us_nothing_is_waited_for():
+    p = planner(pieces=2)
+    p.add_source(peer("a", connections=1))
+    (a,) = p.assign(0.0)
+    p.failed(a.id, 0.0, Failure.BUSY, retry_after=1.5)
+    assert p.assign(1.0) == []
+    assert len(p.assign(1.5)) == 1
+
+
+def test_restricted_seeds_give_granted_pieces_once_and_peers_pass_them_on():
+    p = planner(pieces=4)
+    p.add_source(peer("holder"))  # every piece: a seed
+    p.add_source(peer("member", pieces={3}, count=4))
+    p.restrict_seeds({0, 3})
+    flights = {a.source: a.piece for a in p.assign(0.0)}
+    # Piece 3 comes from the member that has it, not from the seed.
+    assert flights == {"holder": 0, "member": 3}
+    # Pieces 1 and 2: only the seed has them, and they are not granted yet.
+    assert p.seed_wanted(queue=4) == 2
+
+
+def test_one_connection_to_each_seed_while_others_fetch_from_them():
+    p = planner(pieces=8)
+    p.add_source(Source("origin", SourceKind.ORIGIN, 4))
+    p.restrict_seeds(range(8))
+    p.limit_seed_connections(1)
+    assert len(p.assign(0.0)) == 1
+    p.limit_seed_connections(None)
+    assert len(p.assign(0.0)) == 3

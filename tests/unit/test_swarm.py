@@ -235,10 +235,11 @@ def test_dropping_an_agent_takes_it_out_of_every_swarm(swarms):
     assert view.origin_granted == (0, 1, 2)
 
 
-def test_a_complete_member_holds_every_piece_so_nothing_is_granted(swarms):
-    join(swarms, "seed", complete=True, want=4)
+def test_a_complete_member_is_a_seed_whose_pieces_are_granted_once_each(swarms):
+    join(swarms, "seed", complete=True)
     view = join(swarms, "b", want=4)
-    assert view.origin_granted == ()
+    assert view.origin_granted == (0, 1, 2, 3)
+    assert join(swarms, "c", have={4}, want=2).origin_granted == (5, 6)
     assert [(m.agent_id, m.base_url, m.have) for m in view.members] == [("seed", url("seed"), None)]
 
 
@@ -246,7 +247,7 @@ def test_becoming_complete_releases_the_claims(swarms):
     join(swarms, "a", want=3)
     view = join(swarms, "a", complete=True, claims={0, 1, 2})
     assert pieces_of(view.origin_claimed) == set()
-    assert join(swarms, "b", want=2).origin_granted == ()
+    assert join(swarms, "b", want=2).origin_granted == (0, 1), "to fetch from a, now a seed"
 
 
 def test_pieces_a_member_no_longer_reports_can_be_granted(swarms):
@@ -479,7 +480,7 @@ def test_no_piece_is_granted_twice_or_when_some_member_has_it(script):
             kept = (mine & claims) - have[agent_id]
             owner = {i: o for i, o in owner.items() if o != agent_id or i in kept}
 
-        held = set().union(*have.values())
+        held = set().union(*(pieces for m, pieces in have.items() if m not in complete))
         free = sorted(EVERY - held - owner.keys())
         granted = set(view.origin_granted)
         assert not granted & owner.keys(), "granted a piece another member fetches"
