@@ -15,9 +15,9 @@ from google.protobuf.json_format import MessageToDict
 
 from agent import __version__
 from agent.config import DEFAULT_LISTEN, AgentConfig, default_state_dir, load_file
-from agent.daemon import Daemon, existing_agent_id
 from agent.errors import AgentError
-from agent.get import AlreadyThere, GetRequest, ProgressBar, get, print_result
+from agent.identity import existing_agent_id
+from agent.job import AlreadyThere, GetRequest, ProgressBar, print_result
 from agent.localapi import SOCKET_NAME, LocalApiClient
 from agent.planner import POLICY_NAMES, Policy
 from agent.ranges import parse_rate
@@ -65,6 +65,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(args)
     configure_logging(config.log_level)
+    from agent.daemon import Daemon  # noqa: PLC0415 (`get` and `status` start faster without it)
+
     return run_until_signalled(Daemon(config), PROG)
 
 
@@ -93,6 +95,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             request = dataclasses.replace(request, output=(args.output or Path.cwd()).absolute())
             summary = daemon.get(request, bar.update)
         else:
+            from agent.get import get  # noqa: PLC0415 (handing the job to a daemon needs none of it)
+
             summary = get(request, bar.update).summary
     except AlreadyThere as exc:
         if not args.quiet:

@@ -7,7 +7,6 @@ import dataclasses
 import errno
 import ipaddress
 import logging
-import secrets
 import socket
 import threading
 from collections.abc import Callable
@@ -15,52 +14,23 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.download import Progress, Summary
 from agent.errors import AgentError, ConfigError
-from agent.get import GetRequest, get
+from agent.get import get
 from agent.hashcache import HashCache
+from agent.identity import load_agent_id
 from agent.inventory import Inventory
+from agent.job import GetRequest, Progress, Summary
 from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer
 from agent.partials import PartialBlob, PartialBlobs
 from agent.rangeserver import RangeServer, RangeServerConfig
 from agent.reporter import Reporter
 from tracker.client import TrackerClient
 from tracker.errors import InvalidArgument, TrackerError
-from tracker.model import AgentInfo, Load, check_agent_id, check_http_url, split_host_port
+from tracker.model import AgentInfo, Load, check_http_url, split_host_port
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
-
-
-def load_agent_id(state_dir: Path) -> str:
-    """This machine's agent id, made once and kept in the state directory."""
-    path = state_dir / "agent-id"
-    try:
-        agent_id = path.read_text().strip()
-        check_agent_id(agent_id)
-        return agent_id
-    except FileNotFoundError:
-        pass
-    except (OSError, InvalidArgument) as exc:
-        raise AgentError(
-            f"{path} does not hold a valid agent id ({exc}); delete it to make a new one"
-        ) from exc
-    agent_id = f"{socket.gethostname().split('.')[0][:40]}-{secrets.token_hex(4)}"
-    agent_id = "".join(c if c.isalnum() or c in "._-" else "-" for c in agent_id)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(agent_id + "\n")
-    tmp.replace(path)
-    return agent_id
-
-
-def existing_agent_id(state_dir: Path) -> str:
-    """This machine's agent id if a daemon ever ran with this state directory, else ""."""
-    try:
-        agent_id = (state_dir / "agent-id").read_text().strip()
-        return check_agent_id(agent_id)
-    except (OSError, InvalidArgument):
-        return ""
 
 
 def lan_address(toward: str | None) -> str:

@@ -40,6 +40,7 @@ from agent.errors import (
     ValidatorChanged,
 )
 from agent.fetch import HttpFetcher, OriginInfo
+from agent.job import Progress, Summary
 from agent.planner import Assignment, Failure, NoSourceLeft, Planner, Policy, Source, SourceKind
 from agent.swarm import SwarmAccess, SwarmSession
 from tracker.model import (
@@ -129,37 +130,6 @@ class Options:
     # In a swarm, seed pieces to keep granted ahead: one per origin connection, or what
     # the seeds give in this many seconds when that is more.
     seed_lead_seconds: float = 1.5
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    size: int
-    done_bytes: int
-    peers_active: int
-    origin_active: bool
-    elapsed: float
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    path: Path
-    sha256: str
-    size: int
-    seconds: float
-    bytes_from_peers: int
-    bytes_from_origin: int
-    resumed_bytes: int
-    sources_used: tuple[str, ...]
-    pieces_refetched: int
-    # Bytes each source gave: agent ids, and "origin".
-    bytes_by_source: dict[str, int] = field(default_factory=dict)
-    # The verified manifest; known where the download ran, not to a client of the daemon.
-    manifest: Manifest | None = None
-
-    @property
-    def origin_share(self) -> float:
-        fetched = self.bytes_from_peers + self.bytes_from_origin
-        return self.bytes_from_origin / fetched if fetched else 0.0
 
 
 @dataclass(slots=True)

@@ -16,9 +16,8 @@ from typing import Protocol
 
 import grpc
 
-from agent.download import Progress, Summary
 from agent.errors import AgentError
-from agent.get import AlreadyThere, GetRequest
+from agent.job import AlreadyThere, GetRequest, Progress, Summary
 from agent.planner import Policy
 from lanpeer.v1 import agent_pb2, agent_pb2_grpc
 from tracker.errors import TrackerError

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from agent.daemon import Daemon
-from agent.download import Progress, Summary
 from agent.fetch import HttpFetcher
-from agent.get import GetRequest
+from agent.job import GetRequest, Progress, Summary
 from agent.swarm import swarm_id_for
 from tests.integration.conftest import Trackers
 from tests.integration.helpers import eventually
