@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 import requests.adapters
@@ -60,6 +61,8 @@ MAX_REDIRECTS = 10
 # Bodies are read in chunks of at most this size: straight into the caller's buffer for
 # ranges, handed to the sink for streams.
 READ_CHUNK = 1 * MiB
+# A `.sha256` file beside a download is one line; anything larger is not one.
+SIDECAR_LIMIT = 64 * 1024
 # Retry-After when a busy source gives none, and the longest wait believed.
 DEFAULT_RETRY_AFTER = 1.0
 MAX_RETRY_AFTER = 60.0
@@ -78,6 +81,7 @@ _STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e\x80-\xff]*"')
 _CONTENT_RANGE = re.compile(r"bytes +(?:([0-9]{1,18})-([0-9]{1,18})|(\*))/([0-9]{1,18}|\*)", re.IGNORECASE)
 # RFC 9530 (Repr-Digest, a structured dictionary): sha-256=:BASE64:, maybe with parameters.
 _SF_BYTES = re.compile(r":([A-Za-z0-9+/]*={0,2}):")
+_SIDECAR_HEX = re.compile(r"(?<![0-9A-Fa-f])([0-9A-Fa-f]{64})(?![0-9A-Fa-f])")
 _NOT_SHOWN = re.compile(r"[^\x20-\x7e]")
 
 
@@ -335,6 +339,16 @@ def digest_hint_from_headers(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+def sha256_from_sidecar(text: str, name: str) -> str | None:
+    """The digest a `.sha256` file gives for `name`: its only one, or the one on the line
+    that names the file."""
+    found = [(m.group(1).lower(), line) for line in text.splitlines() if (m := _SIDECAR_HEX.search(line))]
+    if len(found) == 1:
+        return found[0][0]
+    named = [digest for digest, line in found if name and (f" {name}" in line or f"({name})" in line)]
+    return named[0] if len(named) == 1 else None
+
+
 def peer_bitmap(headers: Mapping[str, str]) -> bytes | None:
     """The pieces a peer still downloading a blob holds, from its Lanpeer-Pieces header;
     None when absent or not base64. Never raises."""
@@ -571,6 +585,25 @@ class HttpFetcher:
             elif status not in HEAD_REFUSED:
                 raise self._status_error("origin", url, final, resp)
         return self._probe_first_byte(url, final)
+
+    def published_sha256(self, url: str) -> str | None:
+        """The SHA-256 an origin publishes beside a file as `URL.sha256` (`HEX  NAME`, or
+        just `HEX`, or BSD's `SHA256 (NAME) = HEX`); None when there is none or it cannot
+        be read. Never raises."""
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            return None  # A signed or generated URL has no file beside it.
+        name = unquote(PurePosixPath(parts.path).name)
+        try:
+            with self._exchange(self._origin, "GET", url + ".sha256", source=url, redirects=True) as resp:
+                if resp.status_code != 200:
+                    return None
+                text = resp.raw.read(SIDECAR_LIMIT + 1, decode_content=True)
+        except FetchError:
+            return None
+        if len(text) > SIDECAR_LIMIT:
+            return None
+        return sha256_from_sidecar(text.decode("utf-8", "replace"), name)
 
     def _probe_first_byte(self, url: str, final: str) -> OriginInfo:
         headers = {"Range": "bytes=0-0"}

@@ -142,6 +142,8 @@ def _resolve_url(
             log.warning("%s; trying the peers that hold sha256:%s", exc, sha256)
     source = SourceRef(url, origin.validator) if origin and origin.validator else None
     expected = sha256 or (origin.digest_hint if origin else None)
+    if expected is None and origin is not None:
+        expected = fetcher.published_sha256(origin.url)
     match: ContentMatch | None = None
     if tracker is not None:
         if source is not None:

@@ -384,3 +384,19 @@ def test_a_full_disk_is_one_clear_line(origin: Origin, small_disk: Path) -> None
     assert result.stderr.count("\n") == 1
     assert "No space left on device" in result.stderr
     assert not out.exists()
+
+
+def test_a_digest_published_beside_the_file_is_checked(origin: Origin, tmp_path: Path) -> None:
+    origin.add("/release.tar", CONTENT)
+    origin.add("/release.tar.sha256", f"{DIGEST}  release.tar\n".encode())
+    out = tmp_path / "release.tar"
+    assert get_json(origin.url("/release.tar"), "-o", str(out))["sha256"] == DIGEST
+
+    # A file whose published digest is not its own never appears at PATH.
+    origin.add("/other.tar", CONTENT[::-1])
+    origin.add("/other.tar.sha256", f"SHA256 (other.tar) = {DIGEST}\n".encode())
+    bad = tmp_path / "other.tar"
+    result = lanpeer_agent("get", "--no-daemon", origin.url("/other.tar"), "-o", str(bad), check=False)
+    assert result.returncode == 1
+    assert f"not the expected {DIGEST}" in result.stderr
+    assert not bad.exists()

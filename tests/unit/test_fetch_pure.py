@@ -30,6 +30,7 @@ from agent.fetch import (
     parse_content_range,
     parse_retry_after,
     peer_bitmap,
+    sha256_from_sidecar,
     shown_url,
     status_error,
     strong_etag,
@@ -386,3 +387,20 @@ def test_ranges_and_buffers_are_checked_before_any_request() -> None:
         with pytest.raises(ValueError, match="outside"):
             fetcher.fetch_origin_stream(info, 11, lambda chunk: None)
         assert fetcher.fetch_origin_stream(info, 10, lambda chunk: None) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"{'ab' * 32}\n", "ab" * 32),
+        (f"{'AB' * 32}  data.tar\n", "ab" * 32),
+        (f"SHA256 (data.tar) = {'cd' * 32}\n", "cd" * 32),
+        (f"{'11' * 32}  other.tar\n{'22' * 32}  data.tar\n", "22" * 32),
+        (f"{'11' * 32}  other.tar\n{'22' * 32}  more.tar\n", None),
+        ("not a digest\n", None),
+        (f"{'ab' * 33}\n", None),
+        ("", None),
+    ],
+)
+def test_the_digest_of_a_sha256_file_beside_a_download(text: str, expected: str | None) -> None:
+    assert sha256_from_sidecar(text, "data.tar") == expected
