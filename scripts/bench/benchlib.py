@@ -1,6 +1,7 @@
 """What the benchmarks in scripts/bench share: child processes that die with the benchmark
 and are stopped with SIGTERM then SIGKILL, figures read from /proc, tools run and found,
-progress lines, argument types, and the table of figures against their targets.
+progress lines, argument types, the table of figures against their targets, and matplotlib
+for the plots.
 
 The benchmarks run as `python scripts/bench/X_bench.py`, which puts this directory on the
 module path, so they `import benchlib`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import json
 import os
 import re
@@ -28,6 +30,7 @@ from typing import Any
 MiB = 1024 * 1024
 WRITE_CHUNK = 16 * MiB
 NGINX_PACKAGES = ("nginx-light", "nginx-core", "nginx")
+NO_MATPLOTLIB = "no plot: matplotlib is not installed (.venv/bin/pip install matplotlib to get one)"
 
 _PR_SET_PDEATHSIG = 1
 
@@ -244,3 +247,14 @@ def rounded(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [rounded(v) for v in value]
     return value
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot, drawing to files only (the Agg backend); None when matplotlib is
+    not installed."""
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")

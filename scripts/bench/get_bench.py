@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -52,6 +51,7 @@ from typing import Any
 
 import benchlib
 from benchlib import (
+    NO_MATPLOTLIB,
     BenchError,
     Row,
     as_json,
@@ -62,6 +62,7 @@ from benchlib import (
     nginx_package,
     print_table,
     progress,
+    pyplot,
     run_command,
     which,
 )
@@ -210,6 +211,13 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def fresh_dir(path: Path) -> Path:
+    """An empty directory at path, whatever was there removed."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 # ----------------------------------------------------------------------------- CPU and memory
 
 
@@ -339,6 +347,45 @@ class Runner:
 
 def transfer_timeout(t_min: float) -> float:
     return TIME_FACTOR * t_min + TIME_SLACK
+
+
+# ----------------------------------------------------------------------------- the lab
+
+
+@contextmanager
+def lab_run(
+    prefix: str, workdir_prefix: str, *, keep: bool, keep_lab: bool
+) -> Iterator[tuple[Tools, Lab, Path]]:
+    """What a run on the lab needs: root, the tools, the lab `prefix` with nothing left of
+    an earlier run (for the caller to bring up), and a work directory under /tmp. On the way
+    out, failed or not: the lab taken down (its namespaces left up with keep_lab), and the
+    work directory removed (its logs kept with keep)."""
+    if os.geteuid() != 0:
+        raise BenchError("the lab needs root (network namespaces and tc)")
+    tools = ensure_tools()
+    lab = Lab(prefix)
+    if lab.state_path.exists() or lab.leftovers():
+        progress(f"lab {prefix} is left over from an earlier run: taking it down")
+        lab.down()
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix, dir="/tmp"))
+    try:
+        yield tools, lab, workdir
+    finally:
+        progress("cleaning up: stopping processes" + ("" if keep_lab else ", taking the lab down"))
+        try:
+            if keep_lab:
+                progress(f"lab left up: scripts/lab status --prefix {prefix}; remove it with down")
+            else:
+                lab.down()
+        finally:
+            if keep:
+                for data in workdir.rglob("*.bin"):
+                    data.unlink()
+                progress(f"logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        if not keep_lab and (left := lab.leftovers()):
+            print(f"bench: namespaces left after down: {', '.join(left)}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- the origin
@@ -566,19 +613,13 @@ class Bench:
         for host, (up, down) in rates.items():
             self.lab.set_rate(host, up=up, down=down)
 
-    def fresh_dir(self, name: str) -> Path:
-        path = self.workdir / name
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
-
     # ------------------------------------------------------------------------- 1
 
     def scenario1(self, data: DataFile) -> S1Figures:
         peers = [f"host{i}" for i in range(1, S1_PEERS + 1)]
         receiver = f"host{S1_PEERS + 1}"
         self.set_rates({h: (S1_PEER_UP, S1_LINK) for h in peers} | {receiver: (S1_LINK, S1_LINK)})
-        share = self.fresh_dir("s1-share")
+        share = fresh_dir(self.workdir / "s1-share")
         os.link(data.path, share / data.path.name)
         progress(f"1: {S1_PEERS} peers share {data.size // MiB} MiB; waiting for the tracker to list them")
         agents = [
@@ -591,7 +632,7 @@ class Bench:
         )
         limit = transfer_timeout(t_min(data.bits, S1_PEERS * figures.peer_up_bits, figures.link_bits, 1))
         for r in range(self.config.rounds):
-            out = self.fresh_dir(f"s1-{receiver}") / data.path.name
+            out = fresh_dir(self.workdir / f"s1-{receiver}") / data.path.name
             progress(f"1: round {r + 1}: {receiver} fetches sha256:{data.sha256[:12]} from the peers")
             cpu = CpuWindow({a.proc.host: a.proc.pid for a in agents})
             timed = self.runner.run(
@@ -635,7 +676,7 @@ class Bench:
         order = ["get", "curl", "aria2c"]
         for r in range(self.config.rounds):
             for tool in order[r % 3 :] + order[: r % 3]:
-                outdir = self.fresh_dir(f"s2-{host}")
+                outdir = fresh_dir(self.workdir / f"s2-{host}")
                 out = outdir / data.path.name
                 progress(f"2: round {r + 1}: {tool} from the origin at {S2_ORIGIN}")
                 if tool == "get":
@@ -679,7 +720,7 @@ class Bench:
         self.set_rates({h: (S3_LAN, S3_LAN) for h in hosts})
         # The holder's own first fetch is set-up, not the figure: the origin runs fast for it.
         self.set_rates({ORIGIN: (S4_ORIGIN, S4_ORIGIN)})
-        share = self.fresh_dir("s3-share")
+        share = fresh_dir(self.workdir / "s3-share")
         agent = self.services.start_agent(
             holder, share=share, state_dir=self.workdir / "s3h", tracker=self.tracker
         )
@@ -703,7 +744,7 @@ class Bench:
         cpu = CpuWindow(
             {"holder": agent.proc.pid, "nginx": self.origin.proc.pid, "tracker": self.tracker_pid}
         )
-        outs = {h: self.fresh_dir(f"s3-{h}") / data.path.name for h in fetchers}
+        outs = {h: fresh_dir(self.workdir / f"s3-{h}") / data.path.name for h in fetchers}
         runs = [
             self.runner.start(
                 h,
@@ -769,7 +810,7 @@ class Bench:
         host = "host7"
         self.set_rates({ORIGIN: (S4_ORIGIN, S4_ORIGIN), host: (S4_ORIGIN, S4_ORIGIN)})
         origin_bits = parse_rate(S4_ORIGIN) or 0
-        out = self.fresh_dir(f"s4-{host}") / data.path.name
+        out = fresh_dir(self.workdir / f"s4-{host}") / data.path.name
         progress(f"4: get of {data.size // MiB} MiB from the origin at {S4_ORIGIN}, watching its memory")
         timed = self.runner.run(
             host,
@@ -982,12 +1023,9 @@ def print_report(f: Figures, table: Sequence[Row]) -> None:
 def save_plot(f: Figures, path: Path) -> str:
     """A PNG of each tool's time against T_min per scenario, and of scenario 3's finish
     times; a note when matplotlib is missing."""
-    try:
-        matplotlib: Any = importlib.import_module("matplotlib")
-    except ImportError:
-        return "no plot: matplotlib is not installed (.venv/bin/pip install matplotlib to get one)"
-    matplotlib.use("Agg")
-    plt: Any = importlib.import_module("matplotlib.pyplot")
+    plt = pyplot()
+    if plt is None:
+        return NO_MATPLOTLIB
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     bars: list[tuple[str, float]] = []
     if f.s1 is not None:
@@ -1034,16 +1072,8 @@ def save_plot(f: Figures, path: Path) -> str:
 
 def run(config: BenchConfig) -> Figures:
     load_average, memory = os.getloadavg()[0], mem_available_mib()
-    if os.geteuid() != 0:
-        raise BenchError("the lab needs root (network namespaces and tc)")
-    tools = ensure_tools()
-    lab = Lab(config.prefix)
-    if lab.state_path.exists() or lab.leftovers():
-        progress(f"lab {config.prefix} is left over from an earlier run: taking it down")
-        lab.down()
-    workdir = Path(tempfile.mkdtemp(prefix="lpg-", dir="/tmp"))
-    figures = Figures(os.cpu_count() or 1, memory, load_average, tools.versions, config)
-    try:
+    with lab_run(config.prefix, "lpg-", keep=config.keep, keep_lab=False) as (tools, lab, workdir):
+        figures = Figures(os.cpu_count() or 1, memory, load_average, tools.versions, config)
         www = workdir / "www"
         www.mkdir()
         sizes = {
@@ -1080,19 +1110,6 @@ def run(config: BenchConfig) -> Figures:
                     figures = _with(figures, s3=bench.scenario3(files["s3"]))
                 if 4 in config.scenarios:
                     figures = _with(figures, s4=bench.scenario4(files["s4"]))
-    finally:
-        progress("cleaning up: stopping processes, taking the lab down")
-        try:
-            lab.down()
-        finally:
-            if config.keep:
-                for data in workdir.rglob("*.bin"):
-                    data.unlink()
-                progress(f"logs kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
-        if left := lab.leftovers():
-            print(f"bench: namespaces left after down: {', '.join(left)}", file=sys.stderr)
     return figures
 
 
