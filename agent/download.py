@@ -58,8 +58,13 @@ log = logging.getLogger(__name__)
 ORIGIN_ID = "origin"
 # How often the loop looks for the swarm's answers when nothing else wakes it.
 SWARM_POLL = 0.1
-# Connections to each seed while other members fetch from the seeds too.
+# Connections to each seed while other members fetch from the seeds too, and seed pieces
+# granted ahead of them.
 SWARM_SEED_CONNECTIONS = 1
+SWARM_SEED_QUEUE = 2
+# Connections to each member of a swarm: with every member asking every other for the
+# last pieces at once, more would run into their upload caps (503) at the very end.
+SWARM_PEER_CONNECTIONS = 2
 HASH_BLOCK = 4 * 1024 * 1024
 MAX_BUFFERED = 256 * 1024 * 1024
 
@@ -288,14 +293,14 @@ class Downloader:
     def _add_sources(self, run: _Run, options: Options) -> None:
         if run.plan.manifest is not None:
             for peer in run.plan.peers:
-                self._add_peer(run, peer, options)
+                self._add_peer(run, peer, options.peer_connections)
         if run.plan.origin is not None:
             connections = options.origin_connections if run.plan.origin.accepts_ranges else 1
             run.planner.add_source(Source(ORIGIN_ID, SourceKind.ORIGIN, connections))
             run.sources[ORIGIN_ID] = run.plan.origin
 
-    def _add_peer(self, run: _Run, peer: Peer, options: Options) -> None:
-        run.planner.add_source(Source(peer.agent_id, SourceKind.PEER, options.peer_connections, peer.bitmap))
+    def _add_peer(self, run: _Run, peer: Peer, connections: int) -> None:
+        run.planner.add_source(Source(peer.agent_id, SourceKind.PEER, connections, peer.bitmap))
         run.sources[peer.agent_id] = peer
 
     # ----------------------------------------------------------------- the swarm
@@ -365,7 +370,7 @@ class Downloader:
                 planner.update_source(member.agent_id, member.have)
             elif member.agent_id not in run.sources:
                 peer = Peer(member.agent_id, member.base_url, member.have, plan.swarm_id)
-                self._add_peer(run, peer, options)
+                self._add_peer(run, peer, SWARM_PEER_CONNECTIONS)
                 run.swarm_peers.add(member.agent_id)
         if len(view.members) < SWARM_MEMBERS_SHOWN:
             # The whole swarm is listed: a member left out holds nothing any more.
@@ -379,7 +384,12 @@ class Downloader:
             held = set().union(*(_piece_set(m.have, count) for m in view.members))
             stranded = planner.unavailable(held) - claimed
             planner.restrict_seeds(planner.seed_pending() | set(view.origin_granted) | stranded)
-            planner.limit_seed_connections(SWARM_SEED_CONNECTIONS if run.others_downloading else None)
+            if run.others_downloading:
+                # A queue granted while this machine fetched alone would starve the others.
+                planner.trim_seed_queue(SWARM_SEED_QUEUE)
+                planner.limit_seed_connections(SWARM_SEED_CONNECTIONS)
+            else:
+                planner.limit_seed_connections(None)
         else:
             planner.restrict_seeds(p for p in range(count) if p not in claimed)
 
@@ -676,12 +686,15 @@ def _explain_stuck(exc: NoSourceLeft, run: _Run) -> str:
 
 
 def _seed_queue(run: _Run, options: Options) -> int:
-    """How many seed pieces to keep granted ahead in a swarm: what the seeds give in the
-    lead time, and at least one more than can be in flight."""
+    """How many seed pieces to keep granted ahead in a swarm. While others fetch from the
+    seeds too, a few: pieces granted here are fetched from the seeds by nobody else, so
+    a long queue at one machine would starve the others. Alone, what the seeds give in
+    the lead time, so that a fast origin is not held back by the announce interval."""
+    if run.others_downloading:
+        return SWARM_SEED_CONNECTIONS + SWARM_SEED_QUEUE
     rate = run.planner.seed_rate()
     ahead = math.ceil(rate * options.seed_lead_seconds / run.piece_size) if rate else 0
-    in_flight = SWARM_SEED_CONNECTIONS if run.others_downloading else options.origin_connections
-    return max(in_flight + 1, ahead)
+    return max(options.origin_connections + 1, ahead)
 
 
 def _piece_set(bitmap: bytes | None, count: int) -> set[int]:

@@ -250,6 +250,14 @@ class Planner:
         ]
         return sum(rates) if rates else None
 
+    def trim_seed_queue(self, keep: int) -> None:
+        """Keeps, of the allowed seed pieces not started yet, only the `keep` lowest: the
+        rest go back to the tracker for other machines to fetch."""
+        if self._seed_allowed is None:
+            return
+        waiting = sorted(p for p in self._seed_allowed if not self._done[p] and p not in self._by_piece)
+        self._seed_allowed.difference_update(waiting[keep:])
+
     def seed_pending(self) -> set[int]:
         """The allowed seed pieces not verified yet (in flight or still to start)."""
         if self._seed_allowed is None:

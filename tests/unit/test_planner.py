@@ -334,3 +334,12 @@ def test_one_connection_to_each_seed_while_others_fetch_from_them():
     assert len(p.assign(0.0)) == 1
     p.limit_seed_connections(None)
     assert len(p.assign(0.0)) == 3
+
+
+def test_a_long_seed_queue_is_trimmed_when_others_come():
+    p = planner(pieces=8)
+    p.add_source(Source("origin", SourceKind.ORIGIN, 1))
+    p.restrict_seeds(range(8))
+    (a,) = p.assign(0.0)
+    p.trim_seed_queue(2)
+    assert p.seed_pending() == {a.piece, 1, 2}
