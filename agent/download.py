@@ -391,7 +391,9 @@ class Downloader:
             else:
                 planner.limit_seed_connections(None)
         else:
-            planner.restrict_seeds(p for p in range(count) if p not in claimed)
+            # Not a member: it takes no grants, and leaves to the members the origin
+            # pieces they fetch; peers that hold the whole file serve it as usual.
+            planner.restrict_seeds((p for p in range(count) if p not in claimed), origin_only=True)
 
     # ----------------------------------------------------------------- the loop
 

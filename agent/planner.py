@@ -185,6 +185,8 @@ class Planner:
         self._complete_peers = 0
         # The pieces the seeds may give; None for all of them.
         self._seed_allowed: set[int] | None = None
+        # Whether the limit above leaves peers with every piece alone.
+        self._origin_only = False
         # Connections to each seed, when fewer than their own.
         self._seed_connections: int | None = None
         self._durations: deque[float] = deque(maxlen=32)
@@ -223,11 +225,17 @@ class Planner:
     def learn_hash(self, piece: int) -> None:
         self._verifiable[piece] = True
 
-    def restrict_seeds(self, allowed: Iterable[int] | None) -> None:
-        """Limits the seeds (the origin, and peers with every piece) to `allowed` pieces;
-        None lifts the limit. Restricted seeds are never sent duplicates: another machine
-        may be fetching the same piece from them."""
+    def restrict_seeds(self, allowed: Iterable[int] | None, *, origin_only: bool = False) -> None:
+        """Limits the seeds (the origin, and peers with every piece; with `origin_only`,
+        the origin alone) to `allowed` pieces; None lifts the limit. Restricted seeds are
+        never sent duplicates: another machine may be fetching the same piece from them."""
         self._seed_allowed = None if allowed is None else set(allowed)
+        self._origin_only = origin_only
+
+    def _gated(self, source: Source) -> bool:
+        if self._seed_allowed is None or not self._is_seed(source):
+            return False
+        return source.kind is SourceKind.ORIGIN or not self._origin_only
 
     def limit_seed_connections(self, connections: int | None) -> None:
         """At most `connections` to each seed (None: each its own). With other machines
@@ -370,7 +378,7 @@ class Planner:
         """A piece nobody is fetching: rarest first among peers (random among equals); in
         index order from the origin, which then reads the file front to back."""
         source = state.source
-        if self._seed_allowed is not None and self._is_seed(source):
+        if self._gated(source):
             return self._fresh_seed_piece(source)
         if source.kind is SourceKind.ORIGIN:
             return self._fresh_origin_piece()
@@ -420,7 +428,7 @@ class Planner:
         longest-running first. Under peers-first the origin only takes a piece that is
         slow where it is."""
         source = state.source
-        if self._seed_allowed is not None and self._is_seed(source):
+        if self._gated(source):
             return None
         slow_after = self.slow_after()
         overdue_after = max(self.typical_duration(), self._min_slow / 2)

@@ -343,3 +343,12 @@ def test_a_long_seed_queue_is_trimmed_when_others_come():
     (a,) = p.assign(0.0)
     p.trim_seed_queue(2)
     assert p.seed_pending() == {a.piece, 1, 2}
+
+
+def test_a_restriction_of_the_origin_alone_leaves_complete_peers_as_they_are():
+    p = planner(pieces=4)
+    p.add_source(peer("holder", connections=4))
+    p.add_source(Source("origin", SourceKind.ORIGIN, 1))
+    p.restrict_seeds(set(), origin_only=True)
+    assert {a.source for a in p.assign(0.0)} == {"holder"}
+    assert len(p.assign(0.0)) == 0
