@@ -62,6 +62,8 @@ SWARM_POLL = 0.1
 # granted ahead of them.
 SWARM_SEED_CONNECTIONS = 1
 SWARM_SEED_QUEUE = 2
+# With this few pieces left, a member asks peers holding the whole file without a grant.
+SWARM_ENDGAME_PIECES = 8
 # Connections to each member of a swarm: with every member asking every other for the
 # last pieces at once, more would run into their upload caps (503) at the very end.
 SWARM_PEER_CONNECTIONS = 2
@@ -383,7 +385,11 @@ class Downloader:
             # sent bad bytes or cannot be reached, nobody else gives it: fetch it anyway.
             held = set().union(*(_piece_set(m.have, count) for m in view.members))
             stranded = planner.unavailable(held) - claimed
-            planner.restrict_seeds(planner.seed_pending() | set(view.origin_granted) | stranded)
+            # At the very end everyone needs the same last pieces: peers holding the whole
+            # file then serve them to all at once, not to one granted member after another.
+            endgame = planner.pieces_left() <= SWARM_ENDGAME_PIECES
+            allowed = planner.seed_pending() | set(view.origin_granted) | stranded
+            planner.restrict_seeds(allowed, origin_only=endgame)
             if run.others_downloading:
                 # A queue granted while this machine fetched alone would starve the others.
                 planner.trim_seed_queue(SWARM_SEED_QUEUE)

@@ -313,6 +313,9 @@ class Planner:
     def finished(self) -> bool:
         return self._left == 0
 
+    def pieces_left(self) -> int:
+        return self._left
+
     def pieces_done(self) -> int:
         return len(self._sizes) - self._left
 
