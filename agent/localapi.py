@@ -249,17 +249,22 @@ class LocalApiClient:
             force=request.force,
             policy=request.policy.value,
         )
+        summary: agent_pb2.GetSummary | None = None
         try:
+            # Read the stream to its end, also after the summary: a call left open when the
+            # channel closes and the process exits can make gRPC's poller abort.
             for event in self._stub.Get(pb):
                 if event.HasField("progress"):
                     on_progress(_progress_from_pb(event.progress))
                 elif event.HasField("summary"):
-                    if event.summary.already_there:
-                        raise AlreadyThere(Path(event.summary.path))
-                    return _summary_from_pb(event.summary)
+                    summary = event.summary
         except grpc.RpcError as exc:
             raise AgentError(exc.details() or "the daemon failed") from None
-        raise AgentError("the daemon ended the download without a summary")
+        if summary is None:
+            raise AgentError("the daemon ended the download without a summary")
+        if summary.already_there:
+            raise AlreadyThere(Path(summary.path))
+        return _summary_from_pb(summary)
 
     def status(self, timeout: float = 5.0) -> agent_pb2.StatusResponse:
         try:
