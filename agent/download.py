@@ -330,7 +330,7 @@ class Downloader:
             run.piece_size,
             verified,
             hashes_known=manifest is not None,
-            want_origin=run.planner.seed_wanted(_seed_queue(run, options)),
+            want_seed=run.planner.seed_wanted(_seed_queue(run, options)),
         )
 
     def _follow_swarm(self, run: _Run, options: Options) -> None:
@@ -379,7 +379,7 @@ class Downloader:
             for agent_id in run.swarm_peers - listed:
                 planner.update_source(agent_id, bytes(bitmap_len(count)))
         run.others_downloading = any(member.have is not None for member in view.members)
-        claimed = _piece_set(view.origin_claimed, count)
+        claimed = _piece_set(view.seed_claimed, count)
         if self._swarm is not None and self._swarm.member:
             # The tracker grants no piece a member still downloading has; when that member
             # sent bad bytes or cannot be reached, nobody else gives it: fetch it anyway.
@@ -388,7 +388,7 @@ class Downloader:
             # At the very end everyone needs the same last pieces: peers holding the whole
             # file then serve them to all at once, not to one granted member after another.
             endgame = planner.pieces_left() <= SWARM_ENDGAME_PIECES
-            allowed = planner.seed_pending() | set(view.origin_granted) | stranded
+            allowed = planner.seed_pending() | set(view.seed_granted) | stranded
             planner.restrict_seeds(allowed, origin_only=endgame)
             if run.others_downloading:
                 # A queue granted while this machine fetched alone would starve the others.

@@ -78,6 +78,7 @@ class Inventory:
         self._rescan_interval = rescan_interval
         self._clock = clock
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._files: dict[Path, SharedFile] = {}
         self._by_digest: dict[str, dict[Path, SharedFile]] = {}
@@ -191,8 +192,7 @@ class Inventory:
         if not any(path.is_relative_to(root) for root in self.roots):
             with self._lock:
                 self._adopted.add(path)
-                adopted = sorted(self._adopted)
-            self._save_adopted(adopted)
+            self._save_adopted()
         self._add(SharedFile(path, key, manifest))
 
     def _load_adopted(self) -> set[Path]:
@@ -203,12 +203,18 @@ class Inventory:
         except (OSError, ValueError, TypeError):
             return set()
 
-    def _save_adopted(self, adopted: list[Path]) -> None:
+    def _save_adopted(self) -> None:
+        """Writes the adopted files' list. Downloads that finish together save one after
+        the other, each the list as it is when its turn comes, so the last write is the
+        latest list."""
         if self._adopted_list is None:
             return
-        tmp = self._adopted_list.with_suffix(".tmp")
-        tmp.write_text(json.dumps([str(p) for p in adopted]))
-        tmp.replace(self._adopted_list)
+        with self._save_lock:
+            with self._lock:
+                adopted = sorted(self._adopted)
+            tmp = self._adopted_list.with_suffix(".tmp")
+            tmp.write_text(json.dumps([str(p) for p in adopted]))
+            tmp.replace(self._adopted_list)
 
     def _walk_adopted(self, seen: dict[Path, os.stat_result]) -> None:
         with self._lock:
@@ -226,8 +232,7 @@ class Inventory:
         if gone:
             with self._lock:
                 self._adopted.difference_update(gone)
-                remaining = sorted(self._adopted)
-            self._save_adopted(remaining)
+            self._save_adopted()
 
     # ----------------------------------------------------------------- changing
 

@@ -2,11 +2,11 @@
 
 The session announces the download to the tracker about once a second, on a thread of its
 own: the pieces verified so far, the hashes of pieces fetched from the origin that the
-tracker does not know yet, the origin pieces it still works on and how many more it
-wants. The answers (other members and their pieces, piece hashes, origin pieces granted)
-wait in the session until the download loop takes them, so the loop never blocks on the
-tracker. When the tracker cannot be used for the swarm, the session says so and the
-download goes on alone.
+tracker does not know yet, the granted pieces it still fetches from the seeds (the origin,
+peers with the whole file) and how many more it wants. The answers (other members and
+their pieces, piece hashes, pieces granted) wait in the session until the download loop
+takes them, so the loop never blocks on the tracker. When the tracker cannot be used for
+the swarm, the session says so and the download goes on alone.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tracker.model import Announce, SourceRef, SwarmView, bitmap_has, bitmap_len
 
 log = logging.getLogger(__name__)
 
-# With no answer for this long, the download stops waiting for the swarm's origin grants.
+# With no answer for this long, the download stops waiting for the swarm's grants.
 GIVE_UP_SECONDS = 5.0
 FIRST_INTERVAL = 1.0
 # News worth telling (a hash the tracker lacks) or hearing (the download has nothing to
@@ -76,9 +76,9 @@ class SwarmAccess:
         verified: Mapping[int, bytes],
         *,
         hashes_known: bool,
-        want_origin: int = 0,
+        want_seed: int = 0,
     ) -> SwarmSession:
-        """Starts announcing; the first announce already asks for `want_origin` pieces."""
+        """Starts announcing; the first announce already asks for `want_seed` pieces."""
         session = SwarmSession(
             self.tracker,
             agent_id=self.agent_id,
@@ -88,7 +88,7 @@ class SwarmAccess:
             verified=verified,
             hashes_known=hashes_known,
         )
-        session.want((), want_origin)
+        session.want((), want_seed)
         session.start()
         return session
 
@@ -150,10 +150,10 @@ class SwarmSession:
             self._urgent = True
         self._wake.set()
 
-    def want(self, claims: Iterable[int], want_origin: int) -> None:
+    def want(self, claims: Iterable[int], want_seed: int) -> None:
         with self._lock:
             self._claims = frozenset(claims)
-            self._want = want_origin
+            self._want = want_seed
 
     def take(self) -> list[SwarmView]:
         """The answers that arrived since the last call, oldest first."""
@@ -236,8 +236,8 @@ class SwarmSession:
                 have=have,
                 hashes=hashes if self._agent_id else {},
                 hashes_known=to_bitmap(self._known, self._count),
-                origin_claims=self._claims if not (complete or leaving) else frozenset(),
-                want_origin=self._want if not (complete or leaving) else 0,
+                seed_claims=self._claims if not (complete or leaving) else frozenset(),
+                want_seed=self._want if not (complete or leaving) else 0,
                 complete=complete and len(self._verified) == self._count,
                 leaving=leaving,
             )

@@ -408,8 +408,9 @@ class Announce:
     # Hashes of pieces in `have` the tracker did not know at the last answer.
     hashes: Mapping[int, bytes] = field(default_factory=dict)
     hashes_known: bytes = b""  # bitmap; empty means none
-    origin_claims: frozenset[int] = frozenset()
-    want_origin: int = 0
+    # Pieces granted earlier, still to be fetched from a seed; how many more it wants.
+    seed_claims: frozenset[int] = frozenset()
+    want_seed: int = 0
     complete: bool = False
     leaving: bool = False
 
@@ -431,11 +432,11 @@ class Announce:
                 raise InvalidArgument(f"hashes: piece {index} has a {len(digest)}-byte digest, not 32")
             if not bitmap_has(self.have, index):
                 raise InvalidArgument(f"hashes: piece {index} is not among the pieces it has")
-        for index in self.origin_claims:
+        for index in self.seed_claims:
             if not 0 <= index < pieces:
-                raise InvalidArgument(f"origin_claims: piece {index} is past the last piece ({pieces - 1})")
-        if not 0 <= self.want_origin <= MAX_PIECE_COUNT:
-            raise InvalidArgument(f"want_origin: {self.want_origin} is out of range")
+                raise InvalidArgument(f"seed_claims: piece {index} is past the last piece ({pieces - 1})")
+        if not 0 <= self.want_seed <= MAX_PIECE_COUNT:
+            raise InvalidArgument(f"want_seed: {self.want_seed} is out of range")
         if self.complete and bitmap_count(self.have) != pieces:
             raise InvalidArgument("complete: it does not have every piece")
 
@@ -464,8 +465,8 @@ class SwarmView:
     # Hashes the tracker knows that the announce's hashes_known lacked.
     hashes: Mapping[int, bytes]
     hashes_known: bytes  # bitmap
-    origin_granted: tuple[int, ...]
-    origin_claimed: bytes  # bitmap
+    seed_granted: tuple[int, ...]
+    seed_claimed: bytes  # bitmap
     hash_conflicts: tuple[int, ...]
     interval: float  # seconds
 

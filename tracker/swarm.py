@@ -1,9 +1,11 @@
 """Swarms: the agents fetching the same content at the same time.
 
 Each downloading agent announces about once an interval the pieces it has verified, the
-hashes of pieces it fetched from the origin, and how many more origin pieces it wants. The
-answer lists the other members, the hashes it lacks, and grants it origin pieces that no
-member has and no member is fetching, so that each piece leaves the origin about once.
+hashes of pieces it fetched from the origin, and how many more pieces it wants granted. The
+answer lists the other members, the hashes it lacks, and grants it pieces to fetch from a
+seed (a member holding every piece, or else the origin) that no member still downloading
+has and no other member is granted, so that each piece leaves the seeds about once and the
+members pass it on among themselves.
 
 This module is pure: no sockets, no threads, no clock. Time comes in as `now`, seconds on
 a clock that never goes backwards, and randomness from an injected generator. The caller
@@ -124,7 +126,7 @@ class _Swarm:
         elif self._held is not None:
             self._held |= have
         self.empty_since = None
-        self._keep_claims(member, a.origin_claims, have)
+        self._keep_claims(member, a.seed_claims, have)
         return member
 
     def _keep_claims(self, member: _Member, claims: frozenset[int], have: int) -> None:
@@ -220,14 +222,14 @@ class Swarms:
                 joined = swarm.upsert(a, url, now)
         conflicts = swarm.learn(a.hashes, keep=url is not None)
         granted: tuple[int, ...] = ()
-        if joined is not None and a.want_origin:
-            granted = swarm.grant(joined, a.want_origin)
+        if joined is not None and a.want_seed:
+            granted = swarm.grant(joined, a.want_seed)
         return SwarmView(
             members=swarm.others(a.agent_id, self._rng),
             hashes=swarm.hashes_missing(a.hashes_known),
             hashes_known=swarm.bitmap(swarm.hashes_known),
-            origin_granted=granted,
-            origin_claimed=swarm.bitmap(swarm.claimed),
+            seed_granted=granted,
+            seed_claimed=swarm.bitmap(swarm.claimed),
             hash_conflicts=conflicts,
             interval=self.interval,
         )

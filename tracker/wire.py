@@ -268,15 +268,15 @@ def announce_to_pb(a: Announce) -> tracker_pb2.AnnounceRequest:
         have=common_pb2.PieceSet(bitmap=a.have),
         hashes=_piece_hashes_to_pb(a.hashes),
         hashes_known=common_pb2.PieceSet(bitmap=a.hashes_known),
-        origin_claims=sorted(a.origin_claims),
-        want_origin=a.want_origin,
+        seed_claims=sorted(a.seed_claims),
+        want_seed=a.want_seed,
         complete=a.complete,
         leaving=a.leaving,
     )
 
 
 def announce_from_pb(pb: tracker_pb2.AnnounceRequest) -> Announce:
-    for what, entries in (("hashes", pb.hashes), ("origin_claims", pb.origin_claims)):
+    for what, entries in (("hashes", pb.hashes), ("seed_claims", pb.seed_claims)):
         if len(entries) > MAX_PIECE_COUNT:
             raise InvalidArgument(f"{what}: {len(entries)} entries, more than {MAX_PIECE_COUNT} pieces")
     a = Announce(
@@ -287,13 +287,13 @@ def announce_from_pb(pb: tracker_pb2.AnnounceRequest) -> Announce:
         have=pb.have.bitmap,
         hashes=_piece_hashes_from_pb(pb.hashes),
         hashes_known=pb.hashes_known.bitmap,
-        origin_claims=frozenset(pb.origin_claims),
-        want_origin=pb.want_origin,
+        seed_claims=frozenset(pb.seed_claims),
+        want_seed=pb.want_seed,
         complete=pb.complete,
         leaving=pb.leaving,
     )
-    if len(pb.origin_claims) > a.piece_count:
-        raise InvalidArgument(f"origin_claims: {len(pb.origin_claims)} entries for {a.piece_count} pieces")
+    if len(pb.seed_claims) > a.piece_count:
+        raise InvalidArgument(f"seed_claims: {len(pb.seed_claims)} entries for {a.piece_count} pieces")
     return a
 
 
@@ -323,8 +323,8 @@ def swarm_view_to_pb(view: SwarmView) -> tracker_pb2.AnnounceResponse:
         ],
         hashes=_piece_hashes_to_pb(view.hashes),
         hashes_known=common_pb2.PieceSet(bitmap=view.hashes_known),
-        origin_granted=view.origin_granted,
-        origin_claimed=common_pb2.PieceSet(bitmap=view.origin_claimed),
+        seed_granted=view.seed_granted,
+        seed_claimed=common_pb2.PieceSet(bitmap=view.seed_claimed),
         hash_conflicts=view.hash_conflicts,
         interval_ms=max(1, round(view.interval * 1000)),
     )
@@ -337,8 +337,8 @@ def swarm_view_from_pb(pb: tracker_pb2.AnnounceResponse) -> SwarmView:
         ),
         hashes={entry.index: entry.sha256 for entry in pb.hashes},
         hashes_known=pb.hashes_known.bitmap,
-        origin_granted=tuple(pb.origin_granted),
-        origin_claimed=pb.origin_claimed.bitmap,
+        seed_granted=tuple(pb.seed_granted),
+        seed_claimed=pb.seed_claimed.bitmap,
         hash_conflicts=tuple(pb.hash_conflicts),
         interval=pb.interval_ms / 1000,
     )

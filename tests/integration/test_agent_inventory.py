@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from agent.errors import ConfigError
 from agent.hashcache import HashCache
 from agent.inventory import Inventory
+from agent.manifest import manifest_of_bytes
 from tracker.model import MiB
 
 PR_CAPBSET_DROP = 24
@@ -207,3 +209,23 @@ def test_unreadable_files_are_skipped_with_one_warning(tmp_path: Path) -> None:
     assert out["digests"] == [sha(b"ok")]
     locked = [w for w in out["warnings"] if "locked" in w]
     assert locked == [f"{share / 'locked'} cannot be read (Permission denied)"]
+
+
+def test_downloads_finishing_together_are_all_adopted_and_listed(
+    share: Path, cache: HashCache, tmp_path: Path
+) -> None:
+    listing = tmp_path / "state" / "fetched.json"
+    inv = Inventory([share], cache, adopted_list=listing)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    files = []
+    for i in range(16):
+        data = f"download {i}".encode()
+        path = downloads / f"{i}.bin"
+        path.write_bytes(data)
+        files.append((path, manifest_of_bytes(data)))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for future in [pool.submit(inv.adopt, path, manifest) for path, manifest in files]:
+            future.result()
+    assert digests(inv) == {manifest.sha256 for _, manifest in files}
+    assert sorted(json.loads(listing.read_text())) == sorted(str(path.resolve()) for path, _ in files)

@@ -132,10 +132,10 @@ def announce(**changes: Any) -> Any:
         piece_size=BLOB.manifest.piece_size,
         have=common_pb2.PieceSet(bitmap=b"\x80"),
         hashes=[tracker_pb2.PieceHash(index=0, sha256=BLOB.manifest.piece_hash(0))],
-        want_origin=1,
+        want_seed=1,
     )
     for key, value in changes.items():
-        if key in ("hashes", "origin_claims"):
+        if key in ("hashes", "seed_claims"):
             getattr(request, key).extend(value)
         elif key in ("have", "hashes_known"):
             getattr(request, key).bitmap = value
@@ -348,9 +348,9 @@ CASES = [
     Case("announce: hashes_known of the wrong length", "tracker.Announce",
          lambda: announce(hashes_known=b"\x80\x00"), INVALID, "hashes_known"),
     Case("announce: more claims than pieces", "tracker.Announce",
-         lambda: announce(origin_claims=[0, 1, 2, 1]), INVALID, "origin_claims"),
-    Case("announce: huge want_origin", "tracker.Announce", lambda: announce(want_origin=2**32 - 1),
-         INVALID, "want_origin"),
+         lambda: announce(seed_claims=[0, 1, 2, 1]), INVALID, "seed_claims"),
+    Case("announce: huge want_seed", "tracker.Announce", lambda: announce(want_seed=2**32 - 1),
+         INVALID, "want_seed"),
     Case("announce: complete without every piece", "tracker.Announce", lambda: announce(complete=True),
          INVALID, "complete"),
     # The admin service.

@@ -86,21 +86,21 @@ def test_piece_hashes_travel_from_one_member_to_another(alpha, beta):
 
 
 def test_origin_grants_are_disjoint_across_members(alpha, beta):
-    first = announce(alpha, want_origin=4)
-    second = announce(beta, 0, want_origin=4)
-    assert first.origin_granted == (0, 1, 2, 3)
-    assert second.origin_granted == (4, 5, 6, 7)
-    assert pieces_of(second.origin_claimed) == set(range(8))
+    first = announce(alpha, want_seed=4)
+    second = announce(beta, 0, want_seed=4)
+    assert first.seed_granted == (0, 1, 2, 3)
+    assert second.seed_granted == (4, 5, 6, 7)
+    assert pieces_of(second.seed_claimed) == set(range(8))
 
-    kept = announce(alpha, 1, origin_claims=frozenset({1, 2}), want_origin=9)
-    assert kept.origin_granted == (3, 8, 9)
-    assert pieces_of(kept.origin_claimed) == {2, 3, 4, 5, 6, 7, 8, 9}
+    kept = announce(alpha, 1, seed_claims=frozenset({1, 2}), want_seed=9)
+    assert kept.seed_granted == (3, 8, 9)
+    assert pieces_of(kept.seed_claimed) == {2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_an_unregistered_agent_is_not_found(tracker, clients):
     stranger = clients.agent(tracker, "stranger")
     with pytest.raises(NotFound, match="agent stranger is not registered"):
-        announce(stranger, want_origin=1)
+        announce(stranger, want_seed=1)
 
 
 def test_a_banned_agent_is_refused(alpha, admin):
@@ -110,14 +110,14 @@ def test_a_banned_agent_is_refused(alpha, admin):
 
 
 def test_an_observer_sees_the_swarm_without_joining_it(tracker, clients, alpha, admin):
-    announce(alpha, 1, hashes={1: piece_hash(1)}, want_origin=2)
+    announce(alpha, 1, hashes={1: piece_hash(1)}, want_seed=2)
 
-    view = announce(None, client=clients.agent_api(tracker), want_origin=3)
+    view = announce(None, client=clients.agent_api(tracker), want_seed=3)
 
     assert [(m.agent_id, m.have) for m in view.members] == [("alpha", bits(1))]
     assert view.hashes == {1: piece_hash(1)}
-    assert view.origin_granted == ()
-    assert pieces_of(view.origin_claimed) == {0, 2}
+    assert view.seed_granted == ()
+    assert pieces_of(view.seed_claimed) == {0, 2}
     assert (admin.stats().swarms, admin.stats().swarm_members) == (1, 1)
 
 
@@ -128,27 +128,27 @@ def test_a_different_layout_for_a_swarm_is_a_failed_precondition(alpha, beta):
 
 
 def test_leave_takes_the_agent_out_of_its_swarms_and_releases_its_grants(alpha, beta, admin):
-    announce(alpha, want_origin=3)
+    announce(alpha, want_seed=3)
     announce(beta)
     assert (admin.stats().swarms, admin.stats().swarm_members) == (1, 2)
 
     alpha.client.leave(alpha.id)
 
-    view = announce(beta, want_origin=3)
+    view = announce(beta, want_seed=3)
     assert view.members == ()
-    assert view.origin_granted == (0, 1, 2)
+    assert view.seed_granted == (0, 1, 2)
     assert (admin.stats().swarms, admin.stats().swarm_members) == (1, 1)
 
 
 def test_registering_again_or_eviction_takes_the_agent_out(alpha, beta, admin):
-    announce(alpha, want_origin=1)
+    announce(alpha, want_seed=1)
     announce(beta)
 
     alpha.register()
     assert announce(beta).members == ()
-    announce(alpha, want_origin=1)
+    announce(alpha, want_seed=1)
     admin.evict("alpha")
-    assert announce(beta, want_origin=1).origin_granted == (0,)
+    assert announce(beta, want_seed=1).seed_granted == (0,)
     assert admin.stats().swarm_members == 1
 
 

@@ -63,8 +63,8 @@ def announce(
         have=bits(EVERY if complete else have, -(-size // piece_size)),
         hashes=hashes or {},
         hashes_known=b"" if known is None else bits(known),
-        origin_claims=frozenset(claims),
-        want_origin=want,
+        seed_claims=frozenset(claims),
+        want_seed=want,
         complete=complete,
         leaving=leaving,
     )
@@ -107,14 +107,14 @@ def test_the_first_announce_makes_the_swarm_and_fixes_its_layout(swarms):
     assert swarms.stats() == (1, 1)
     view = join(swarms, "b")
     assert member_ids(view) == ["a"]
-    assert pieces_of(view.origin_claimed) == {0}
+    assert pieces_of(view.seed_claimed) == {0}
 
 
 def test_swarms_are_apart(swarms):
     join(swarms, "a", want=2)
     view = join(swarms, "b", swarm=digest("other"), size=3 * MiB, want=2)
     assert view.members == ()
-    assert view.origin_granted == (0, 1)
+    assert view.seed_granted == (0, 1)
     assert swarms.stats() == (2, 2)
 
 
@@ -162,17 +162,17 @@ def test_an_observer_learns_hashes_and_conflicts_but_stores_none(swarms):
 
 
 def test_grants_go_lowest_first_and_never_twice(swarms):
-    assert join(swarms, "a", want=3).origin_granted == (0, 1, 2)
-    assert join(swarms, "b", want=2).origin_granted == (3, 4)
+    assert join(swarms, "a", want=3).seed_granted == (0, 1, 2)
+    assert join(swarms, "b", want=2).seed_granted == (3, 4)
     view = join(swarms, "c", want=20)
-    assert view.origin_granted == (5, 6, 7, 8, 9)
-    assert pieces_of(view.origin_claimed) == EVERY
-    assert join(swarms, "d", want=1).origin_granted == ()
+    assert view.seed_granted == (5, 6, 7, 8, 9)
+    assert pieces_of(view.seed_claimed) == EVERY
+    assert join(swarms, "d", want=1).seed_granted == ()
 
 
 def test_a_piece_some_member_has_is_never_granted(swarms):
     join(swarms, "a", have={0, 2})
-    assert join(swarms, "b", have={3}, want=3).origin_granted == (1, 4, 5)
+    assert join(swarms, "b", have={3}, want=3).seed_granted == (1, 4, 5)
 
 
 def test_claims_are_kept_only_while_reported_and_unverified(swarms):
@@ -180,8 +180,8 @@ def test_claims_are_kept_only_while_reported_and_unverified(swarms):
 
     view = join(swarms, "a", have={0}, claims={0, 1})
 
-    assert pieces_of(view.origin_claimed) == {1}, "verified 0 and dropped 2: both released"
-    assert join(swarms, "b", want=2).origin_granted == (2, 3)
+    assert pieces_of(view.seed_claimed) == {1}, "verified 0 and dropped 2: both released"
+    assert join(swarms, "b", want=2).seed_granted == (2, 3)
 
 
 def test_a_member_cannot_claim_what_it_was_not_granted(swarms):
@@ -189,16 +189,16 @@ def test_a_member_cannot_claim_what_it_was_not_granted(swarms):
 
     view = join(swarms, "a", claims={0, 5, 6})
 
-    assert pieces_of(view.origin_claimed) == {0}
-    assert join(swarms, "b", want=3).origin_granted == (1, 2, 3)
-    assert join(swarms, "c", want=3).origin_granted == (4, 5, 6)
+    assert pieces_of(view.seed_claimed) == {0}
+    assert join(swarms, "b", want=3).seed_granted == (1, 2, 3)
+    assert join(swarms, "c", want=3).seed_granted == (4, 5, 6)
 
 
 def test_a_member_keeps_its_claims_and_gets_more(swarms):
     join(swarms, "a", want=2)
     view = join(swarms, "a", claims={0, 1}, want=2)
-    assert view.origin_granted == (2, 3)
-    assert pieces_of(view.origin_claimed) == {0, 1, 2, 3}
+    assert view.seed_granted == (2, 3)
+    assert pieces_of(view.seed_claimed) == {0, 1, 2, 3}
 
 
 def test_leaving_releases_the_claims_and_still_answers(swarms):
@@ -208,15 +208,15 @@ def test_leaving_releases_the_claims_and_still_answers(swarms):
     view = join(swarms, "a", claims={0, 1, 2}, leaving=True)
 
     assert member_ids(view) == ["b"]
-    assert view.origin_granted == ()
-    assert pieces_of(view.origin_claimed) == set()
+    assert view.seed_granted == ()
+    assert pieces_of(view.seed_claimed) == set()
     assert swarms.stats() == (1, 1)
-    assert join(swarms, "b", have={5}, want=3).origin_granted == (0, 1, 2)
+    assert join(swarms, "b", have={5}, want=3).seed_granted == (0, 1, 2)
 
 
 def test_a_leaving_member_is_granted_nothing(swarms):
     join(swarms, "b")
-    assert join(swarms, "a", want=3, leaving=True).origin_granted == ()
+    assert join(swarms, "a", want=3, leaving=True).seed_granted == ()
     assert swarms.stats() == (1, 1)
 
 
@@ -229,34 +229,34 @@ def test_dropping_an_agent_takes_it_out_of_every_swarm(swarms):
     swarms.drop_agent("a", T)
 
     assert swarms.stats() == (1, 1)
-    assert join(swarms, "b", swarm=other, want=1).origin_granted == (0,)
+    assert join(swarms, "b", swarm=other, want=1).seed_granted == (0,)
     view = join(swarms, "c", want=3)
     assert view.members == ()
-    assert view.origin_granted == (0, 1, 2)
+    assert view.seed_granted == (0, 1, 2)
 
 
 def test_a_complete_member_is_a_seed_whose_pieces_are_granted_once_each(swarms):
     join(swarms, "seed", complete=True)
     view = join(swarms, "b", want=4)
-    assert view.origin_granted == (0, 1, 2, 3)
-    assert join(swarms, "c", have={4}, want=2).origin_granted == (5, 6)
+    assert view.seed_granted == (0, 1, 2, 3)
+    assert join(swarms, "c", have={4}, want=2).seed_granted == (5, 6)
     assert [(m.agent_id, m.base_url, m.have) for m in view.members] == [("seed", url("seed"), None)]
 
 
 def test_becoming_complete_releases_the_claims(swarms):
     join(swarms, "a", want=3)
     view = join(swarms, "a", complete=True, claims={0, 1, 2})
-    assert pieces_of(view.origin_claimed) == set()
-    assert join(swarms, "b", want=2).origin_granted == (0, 1), "to fetch from a, now a seed"
+    assert pieces_of(view.seed_claimed) == set()
+    assert join(swarms, "b", want=2).seed_granted == (0, 1), "to fetch from a, now a seed"
 
 
 def test_pieces_a_member_no_longer_reports_can_be_granted(swarms):
     join(swarms, "a", complete=True)
     join(swarms, "b", have={1, 2})
     join(swarms, "a", have={4})
-    assert join(swarms, "c", want=3).origin_granted == (0, 3, 5)
+    assert join(swarms, "c", want=3).seed_granted == (0, 3, 5)
     join(swarms, "b", have={2})
-    assert join(swarms, "c", claims={0, 3, 5}, want=1).origin_granted == (1,)
+    assert join(swarms, "c", claims={0, 3, 5}, want=1).seed_granted == (1,)
 
 
 # ----------------------------------------------------------------------------- observers and members
@@ -267,23 +267,23 @@ def test_an_observer_sees_the_swarm_but_joins_nothing(swarms):
 
     view = observe(swarms, want=5)
 
-    assert view.origin_granted == ()
+    assert view.seed_granted == ()
     assert [(m.agent_id, m.have) for m in view.members] == [("a", bits({1}))]
-    assert pieces_of(view.origin_claimed) == {0, 2}
+    assert pieces_of(view.seed_claimed) == {0, 2}
     assert swarms.stats() == (1, 1)
     assert member_ids(join(swarms, "b")) == ["a"]
 
 
 def test_an_agent_without_a_member_url_is_an_observer(swarms):
     view = swarms.announce(announce("a", want=2), T, member_url=None)
-    assert view.origin_granted == ()
+    assert view.seed_granted == ()
     assert swarms.stats() == (0, 0)
 
 
 def test_an_observer_of_an_unknown_swarm_makes_none(swarms):
     view = observe(swarms, want=1)
-    assert (view.members, view.hashes, view.origin_granted) == ((), {}, ())
-    assert view.origin_claimed == view.hashes_known == bits(())
+    assert (view.members, view.hashes, view.seed_granted) == ((), {}, ())
+    assert view.seed_claimed == view.hashes_known == bits(())
     assert swarms.stats() == (0, 0)
     join(swarms, "a", size=3 * MiB)  # the observer fixed no layout
 
@@ -329,11 +329,11 @@ def test_a_member_silent_for_three_intervals_is_dropped_with_its_claims(swarms):
 
     view = join(swarms, "b", now=T + 3.0)
     assert member_ids(view) == ["a"]
-    assert pieces_of(view.origin_claimed) == {0, 1}
+    assert pieces_of(view.seed_claimed) == {0, 1}
 
     view = join(swarms, "b", now=T + 3.01, want=2)
     assert view.members == ()
-    assert view.origin_granted == (0, 1)
+    assert view.seed_granted == (0, 1)
     assert swarms.stats() == (1, 1)
 
 
@@ -397,7 +397,7 @@ def test_a_swarm_that_regains_a_member_is_kept(swarms):
 
 def test_leaving_a_swarm_that_does_not_exist_makes_none(swarms):
     view = join(swarms, "a", have={0}, hashes={0: piece_hash(0)}, want=1, leaving=True)
-    assert view.origin_granted == ()
+    assert view.seed_granted == ()
     assert observe(swarms).hashes == {}
     assert swarms.stats() == (0, 0)
 
@@ -415,7 +415,7 @@ def test_at_most_ten_thousand_swarms(swarms):
 
     assert observe(swarms).members == ()
     assert swarms.stats() == (MAX_SWARMS, MAX_SWARMS)
-    assert join(swarms, "b", swarm=f"{0:064x}", want=1).origin_granted == (0,)
+    assert join(swarms, "b", swarm=f"{0:064x}", want=1).seed_granted == (0,)
 
 
 def test_at_most_ten_thousand_members_in_a_swarm(swarms):
@@ -427,7 +427,7 @@ def test_at_most_ten_thousand_members_in_a_swarm(swarms):
 
     assert swarms.stats() == (1, MAX_MEMBERS)
     assert observe(swarms).hashes == {}, "the refused announce changed nothing"
-    assert join(swarms, "m0", want=1).origin_granted == (0,)
+    assert join(swarms, "m0", want=1).seed_granted == (0,)
 
 
 # ----------------------------------------------------------------------------- property
@@ -482,11 +482,11 @@ def test_no_piece_is_granted_twice_or_when_some_member_has_it(script):
 
         held = set().union(*(pieces for m, pieces in have.items() if m not in complete))
         free = sorted(EVERY - held - owner.keys())
-        granted = set(view.origin_granted)
+        granted = set(view.seed_granted)
         assert not granted & owner.keys(), "granted a piece another member fetches"
         assert not granted & held, "granted a piece some member has"
         expected = () if action == "leave" else tuple(free[:want])
-        assert view.origin_granted == expected
+        assert view.seed_granted == expected
         owner.update(dict.fromkeys(granted, agent_id))
-        assert pieces_of(view.origin_claimed) == owner.keys()
+        assert pieces_of(view.seed_claimed) == owner.keys()
         assert sorted(member_ids(view)) == sorted(m for m in have if m != agent_id)

@@ -152,8 +152,8 @@ ANNOUNCE = Announce(
     have=b"\x60\x00",
     hashes={1: b"\x01" * 32, 2: b"\x02" * 32},
     hashes_known=b"\x40\x00",
-    origin_claims=frozenset({4, 7}),
-    want_origin=3,
+    seed_claims=frozenset({4, 7}),
+    want_seed=3,
 )
 
 
@@ -170,22 +170,22 @@ def test_a_piece_hashed_twice_in_an_announce_is_refused() -> None:
         wire.announce_from_pb(pb)
 
 
-def test_more_origin_claims_than_pieces_are_refused() -> None:
+def test_more_seed_claims_than_pieces_are_refused() -> None:
     pb = wire.announce_to_pb(ANNOUNCE)
-    pb.origin_claims[:] = list(range(10))
-    assert wire.announce_from_pb(pb).origin_claims == frozenset(range(10))
-    pb.origin_claims.append(0)
-    with pytest.raises(InvalidArgument, match="origin_claims: 11 entries for 10 pieces"):
+    pb.seed_claims[:] = list(range(10))
+    assert wire.announce_from_pb(pb).seed_claims == frozenset(range(10))
+    pb.seed_claims.append(0)
+    with pytest.raises(InvalidArgument, match="seed_claims: 11 entries for 10 pieces"):
         wire.announce_from_pb(pb)
 
 
-@pytest.mark.parametrize("field", ["hashes", "origin_claims"])
+@pytest.mark.parametrize("field", ["hashes", "seed_claims"])
 def test_oversized_announce_lists_are_refused_before_decoding(field: str) -> None:
     pb = wire.announce_to_pb(ANNOUNCE)
     if field == "hashes":
         pb.hashes.extend(tracker_pb2.PieceHash(index=0) for _ in range(MAX_PIECE_COUNT + 1))
     else:
-        pb.origin_claims.extend([0] * (MAX_PIECE_COUNT + 1))
+        pb.seed_claims.extend([0] * (MAX_PIECE_COUNT + 1))
     with pytest.raises(InvalidArgument, match=f"{field}: .* more than {MAX_PIECE_COUNT}"):
         wire.announce_from_pb(pb)
 
@@ -195,8 +195,8 @@ def test_swarm_views_round_trip() -> None:
         members=(SwarmMember("y", "http://y.lab:7071", b"\x60\x00"), SwarmMember("z", "http://z:1", None)),
         hashes={0: b"\x03" * 32, 9: b"\x04" * 32},
         hashes_known=b"\x80\x40",
-        origin_granted=(3, 5),
-        origin_claimed=b"\x14\x00",
+        seed_granted=(3, 5),
+        seed_claimed=b"\x14\x00",
         hash_conflicts=(2,),
         interval=1.5,
     )

@@ -216,7 +216,7 @@ class PieceHash(_message.Message):
     def __init__(self, index: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
 
 class AnnounceRequest(_message.Message):
-    __slots__ = ("agent_id", "swarm_id", "size", "piece_size", "have", "hashes", "hashes_known", "origin_claims", "want_origin", "complete", "leaving")
+    __slots__ = ("agent_id", "swarm_id", "size", "piece_size", "have", "hashes", "hashes_known", "seed_claims", "want_seed", "complete", "leaving")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SWARM_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -224,8 +224,8 @@ class AnnounceRequest(_message.Message):
     HAVE_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
     HASHES_KNOWN_FIELD_NUMBER: _ClassVar[int]
-    ORIGIN_CLAIMS_FIELD_NUMBER: _ClassVar[int]
-    WANT_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SEED_CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    WANT_SEED_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
@@ -235,11 +235,11 @@ class AnnounceRequest(_message.Message):
     have: _common_pb2.PieceSet
     hashes: _containers.RepeatedCompositeFieldContainer[PieceHash]
     hashes_known: _common_pb2.PieceSet
-    origin_claims: _containers.RepeatedScalarFieldContainer[int]
-    want_origin: int
+    seed_claims: _containers.RepeatedScalarFieldContainer[int]
+    want_seed: int
     complete: bool
     leaving: bool
-    def __init__(self, agent_id: _Optional[str] = ..., swarm_id: _Optional[str] = ..., size: _Optional[int] = ..., piece_size: _Optional[int] = ..., have: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., hashes: _Optional[_Iterable[_Union[PieceHash, _Mapping]]] = ..., hashes_known: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., origin_claims: _Optional[_Iterable[int]] = ..., want_origin: _Optional[int] = ..., complete: _Optional[bool] = ..., leaving: _Optional[bool] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., swarm_id: _Optional[str] = ..., size: _Optional[int] = ..., piece_size: _Optional[int] = ..., have: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., hashes: _Optional[_Iterable[_Union[PieceHash, _Mapping]]] = ..., hashes_known: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., seed_claims: _Optional[_Iterable[int]] = ..., want_seed: _Optional[int] = ..., complete: _Optional[bool] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class SwarmMember(_message.Message):
     __slots__ = ("agent_id", "base_url", "complete", "have")
@@ -254,19 +254,19 @@ class SwarmMember(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., base_url: _Optional[str] = ..., complete: _Optional[bool] = ..., have: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ...) -> None: ...
 
 class AnnounceResponse(_message.Message):
-    __slots__ = ("members", "hashes", "hashes_known", "origin_granted", "origin_claimed", "hash_conflicts", "interval_ms")
+    __slots__ = ("members", "hashes", "hashes_known", "seed_granted", "seed_claimed", "hash_conflicts", "interval_ms")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     HASHES_FIELD_NUMBER: _ClassVar[int]
     HASHES_KNOWN_FIELD_NUMBER: _ClassVar[int]
-    ORIGIN_GRANTED_FIELD_NUMBER: _ClassVar[int]
-    ORIGIN_CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    SEED_GRANTED_FIELD_NUMBER: _ClassVar[int]
+    SEED_CLAIMED_FIELD_NUMBER: _ClassVar[int]
     HASH_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[SwarmMember]
     hashes: _containers.RepeatedCompositeFieldContainer[PieceHash]
     hashes_known: _common_pb2.PieceSet
-    origin_granted: _containers.RepeatedScalarFieldContainer[int]
-    origin_claimed: _common_pb2.PieceSet
+    seed_granted: _containers.RepeatedScalarFieldContainer[int]
+    seed_claimed: _common_pb2.PieceSet
     hash_conflicts: _containers.RepeatedScalarFieldContainer[int]
     interval_ms: int
-    def __init__(self, members: _Optional[_Iterable[_Union[SwarmMember, _Mapping]]] = ..., hashes: _Optional[_Iterable[_Union[PieceHash, _Mapping]]] = ..., hashes_known: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., origin_granted: _Optional[_Iterable[int]] = ..., origin_claimed: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., hash_conflicts: _Optional[_Iterable[int]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, members: _Optional[_Iterable[_Union[SwarmMember, _Mapping]]] = ..., hashes: _Optional[_Iterable[_Union[PieceHash, _Mapping]]] = ..., hashes_known: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., seed_granted: _Optional[_Iterable[int]] = ..., seed_claimed: _Optional[_Union[_common_pb2.PieceSet, _Mapping]] = ..., hash_conflicts: _Optional[_Iterable[int]] = ..., interval_ms: _Optional[int] = ...) -> None: ...
