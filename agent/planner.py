@@ -219,9 +219,6 @@ class Planner:
         """Those of `pieces` not verified here that no usable peer has."""
         return {p for p in pieces if not self._done[p] and self._availability[p] == 0}
 
-    def has_source(self, source_id: str) -> bool:
-        return source_id in self._sources
-
     def learn_hash(self, piece: int) -> None:
         self._verifiable[piece] = True
 

@@ -129,9 +129,6 @@ class Index:
 
     # ----------------------------------------------------------------- agents
 
-    def is_banned(self, agent_id: str) -> bool:
-        return agent_id in self._banned
-
     def register(self, info: AgentInfo) -> None:
         """(Re)announces an agent. Its old holdings go; a full snapshot must follow."""
         if info.agent_id in self._banned:
