@@ -183,7 +183,9 @@ class Registry:
     def announce(self, a: Announce) -> SwarmView:
         with self._lock:
             member_url = self._index.live_agent(a.agent_id).base_url if a.agent_id else None
-            return self._swarms.announce(a, self._index.now(), member_url=member_url)
+            return self._swarms.announce(
+                a, self._index.now(), member_url=member_url, is_live=self._index.is_live
+            )
 
     def inspect(self, query: ContentQuery) -> list[ContentDetails]:
         with self._lock:

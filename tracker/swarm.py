@@ -169,10 +169,16 @@ class _Swarm:
             self._held = held
         return self._held
 
-    def others(self, agent_id: str, rng: random.Random) -> tuple[SwarmMember, ...]:
+    def others(
+        self, agent_id: str, rng: random.Random, is_live: Callable[[str], bool]
+    ) -> tuple[SwarmMember, ...]:
         """The members but `agent_id`: all of them, or a random sample when there are more
-        than an answer shows."""
-        everyone = [*self.fetching.values(), *self.complete.values()]
+        than an answer shows. A complete member whose agent is no longer live is left out
+        (the sweep removes it)."""
+        everyone = [
+            *self.fetching.values(),
+            *(m for m in self.complete.values() if is_live(m.agent_id)),
+        ]
         if len(everyone) > SWARM_MEMBERS_SHOWN:
             # One more than shown, in case the requester is drawn.
             everyone = rng.sample(everyone, SWARM_MEMBERS_SHOWN + 1)
@@ -207,10 +213,18 @@ class Swarms:
         self._rng = rng or random.Random()
         self._swarms: dict[str, _Swarm] = {}
 
-    def announce(self, a: Announce, now: float, *, member_url: str | None) -> SwarmView:
+    def announce(
+        self,
+        a: Announce,
+        now: float,
+        *,
+        member_url: str | None,
+        is_live: Callable[[str], bool] = lambda agent_id: True,
+    ) -> SwarmView:
         """Applies one announce and answers it. `member_url` is the base URL of the
         announcing agent, registered and live; None makes the announce an observer's,
-        which learns the swarm's state but joins nothing and stores nothing."""
+        which learns the swarm's state but joins nothing and stores nothing. `is_live`
+        says whether an agent still heartbeats: complete members need not announce."""
         url = member_url if a.agent_id else None
         swarm = self._swarm_for(a, create=url is not None and not a.leaving)
         swarm.prune(now, self._stale_after)
@@ -225,7 +239,7 @@ class Swarms:
         if joined is not None and a.want_seed:
             granted = swarm.grant(joined, a.want_seed)
         return SwarmView(
-            members=swarm.others(a.agent_id, self._rng),
+            members=swarm.others(a.agent_id, self._rng, is_live),
             hashes=swarm.hashes_missing(a.hashes_known),
             hashes_known=swarm.bitmap(swarm.hashes_known),
             seed_granted=granted,

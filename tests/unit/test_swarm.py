@@ -490,3 +490,11 @@ def test_no_piece_is_granted_twice_or_when_some_member_has_it(script):
         owner.update(dict.fromkeys(granted, agent_id))
         assert pieces_of(view.seed_claimed) == owner.keys()
         assert sorted(member_ids(view)) == sorted(m for m in have if m != agent_id)
+
+
+def test_a_complete_member_whose_agent_died_is_not_handed_out_before_the_sweep(swarms):
+    join(swarms, "seed", complete=True)
+    join(swarms, "gone", complete=True)
+    view = swarms.announce(announce("b"), T, member_url=url("b"), is_live=lambda agent: agent != "gone")
+    assert member_ids(view) == ["seed"]
+    assert swarms.stats() == (1, 3), "left in place until the sweep"
