@@ -47,8 +47,8 @@ from tracker.model import (
     SWARM_MEMBERS_SHOWN,
     Manifest,
     SwarmView,
-    bitmap_has,
     bitmap_len,
+    bitmap_pieces,
     piece_count,
     piece_size_for,
 )
@@ -709,4 +709,4 @@ def _piece_set(bitmap: bytes | None, count: int) -> set[int]:
     """The pieces set in `bitmap` (none for None: a complete member is a seed)."""
     if bitmap is None or len(bitmap) != bitmap_len(count):
         return set()
-    return {piece for piece in range(count) if bitmap_has(bitmap, piece)}
+    return set(bitmap_pieces(bitmap))

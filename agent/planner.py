@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tracker.model import bitmap_has, bitmap_len
+from tracker.model import bitmap_has, bitmap_of
 
 
 class SourceKind(enum.Enum):
@@ -535,9 +535,10 @@ class Planner:
         source = state.source
         if not source.has(piece) or source.kind is SourceKind.ORIGIN:
             return
-        count, length = len(self._sizes), bitmap_len(len(self._sizes))
-        bits = _bits(source.bitmap, count) & ~(1 << (count - 1 - piece))
-        self.update_source(source.id, (bits << (length * 8 - count)).to_bytes(length, "big"))
+        count = len(self._sizes)
+        self.update_source(
+            source.id, bitmap_of((p for p in range(count) if p != piece and source.has(p)), count)
+        )
 
     def _end(self, assignment_id: int) -> _Flight:
         flight = self._flights.pop(assignment_id)

@@ -26,7 +26,7 @@ from tracker.errors import (
     TrackerError,
     TrackerUnavailable,
 )
-from tracker.model import Announce, SourceRef, SwarmView, bitmap_has, bitmap_len, piece_count
+from tracker.model import Announce, SourceRef, SwarmView, bitmap_has, bitmap_of, piece_count
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ def swarm_id_for(source: SourceRef) -> str:
     digest.update(b"\n")
     digest.update(source.validator.key.encode())
     return digest.hexdigest()
-
-
-def to_bitmap(pieces: Iterable[int], count: int) -> bytes:
-    bits = bytearray(bitmap_len(count))
-    for piece in pieces:
-        bits[piece >> 3] |= 0x80 >> (piece & 7)
-    return bytes(bits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +214,7 @@ class SwarmSession:
 
     def _announce(self, *, complete: bool = False, leaving: bool = False) -> Announce:
         with self._lock:
-            have = to_bitmap(self._verified, self._count)
+            have = bitmap_of(self._verified, self._count)
             known = self._tracker_known
             hashes = {
                 piece: digest
@@ -235,7 +228,7 @@ class SwarmSession:
                 piece_size=self._piece_size,
                 have=have,
                 hashes=hashes if self._agent_id else {},
-                hashes_known=to_bitmap(self._known, self._count),
+                hashes_known=bitmap_of(self._known, self._count),
                 seed_claims=self._claims if not (complete or leaving) else frozenset(),
                 want_seed=self._want if not (complete or leaving) else 0,
                 complete=complete and len(self._verified) == self._count,

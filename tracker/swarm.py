@@ -19,13 +19,12 @@ n bytes is bit 8n - 1 - i, as tracker.model.bitmap_has has it.
 from __future__ import annotations
 
 import random
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
 from tracker.errors import FailedPrecondition, ResourceExhausted
-from tracker.model import SWARM_MEMBERS_SHOWN, Announce, SwarmMember, SwarmView, bitmap_len
+from tracker.model import SWARM_MEMBERS_SHOWN, Announce, SwarmMember, SwarmView, bitmap_len, bitmap_pieces
 
 MAX_SWARMS = 10_000
 MAX_MEMBERS = 10_000
@@ -33,10 +32,6 @@ MAX_MEMBERS = 10_000
 STALE_INTERVALS = 3
 # A swarm without members is forgotten, with its piece hashes, after this long.
 IDLE_SWARM_SECONDS = 600.0
-
-# Scanning a bitmap of 65,536 pieces byte by byte in Python would cost more than the rest
-# of an announce; the regex engine skips the zero bytes.
-_NONZERO_BYTE = re.compile(rb"[^\x00]")
 
 
 @dataclass(slots=True)
@@ -153,7 +148,7 @@ class _Swarm:
         """Up to `want` pieces, lowest first, that no member still downloading has and
         no member claims."""
         free = self.every_piece & ~(self.held() | self.claimed)
-        granted = tuple(islice(_pieces_in(self.bitmap(free)), want))
+        granted = tuple(islice(bitmap_pieces(self.bitmap(free)), want))
         for index in granted:
             member.claims.add(index)
             self.claimed |= self.bit(index)
@@ -190,16 +185,7 @@ class _Swarm:
 
     def hashes_missing(self, known: bytes) -> dict[int, bytes]:
         missing = self.hashes_known & ~int.from_bytes(known, "big")
-        return {index: self.hashes[index] for index in _pieces_in(self.bitmap(missing))}
-
-
-def _pieces_in(bitmap: bytes) -> Iterator[int]:
-    """The pieces whose bits are set, in ascending order."""
-    for match in _NONZERO_BYTE.finditer(bitmap):
-        i = match.start()
-        for j in range(8):
-            if bitmap[i] & (0x80 >> j):
-                yield 8 * i + j
+        return {index: self.hashes[index] for index in bitmap_pieces(self.bitmap(missing))}
 
 
 class Swarms:

@@ -38,6 +38,15 @@ def origin_bytes(stats: Path, path: str) -> int:
     return int(counts["bytes"].get(path, 0))
 
 
+def serve_at_origin(s: Services, workdir: Path, name: str, content: bytes) -> tuple[str, Path]:
+    """Puts `content` on the lab's origin as /name; its URL, and the origin's counts file."""
+    www = workdir / "www"
+    www.mkdir()
+    (www / name).write_bytes(content)
+    base, stats = s.start_python_origin(www)
+    return f"{base}/{name}", stats
+
+
 def test_machines_fetch_from_the_first_one_and_the_origin_serves_about_one_copy(
     make_lab: Callable[..., Lab], services: Callable[[Lab], Services], workdir: Path
 ) -> None:
@@ -45,11 +54,7 @@ def test_machines_fetch_from_the_first_one_and_the_origin_serves_about_one_copy(
     s = services(lab)
     content = os.urandom(SIZE)
     digest = hashlib.sha256(content).hexdigest()
-    www = workdir / "www"
-    www.mkdir()
-    (www / "dataset.tar").write_bytes(content)
-    base, stats = s.start_python_origin(www)
-    url = f"{base}/dataset.tar"
+    url, stats = serve_at_origin(s, workdir, "dataset.tar", content)
     tracker = s.start_tracker()
 
     # host1 fetches from the origin through its daemon, which then serves the file and
@@ -149,11 +154,7 @@ def test_four_machines_fetching_a_new_file_at_once_pay_the_origin_about_one_copy
     s = services(lab)
     content = os.urandom(SIZE)
     digest = hashlib.sha256(content).hexdigest()
-    www = workdir / "www"
-    www.mkdir()
-    (www / "release.tar").write_bytes(content)
-    base, stats = s.start_python_origin(www)
-    url = f"{base}/release.tar"
+    url, stats = serve_at_origin(s, workdir, "release.tar", content)
     tracker = s.start_tracker()
     hosts = ("host1", "host2", "host3", "host4")
     agents = {}
