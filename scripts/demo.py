@@ -35,8 +35,8 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -742,24 +742,25 @@ class Demo:
         timeout = FETCH_BASE_TIMEOUT + self.size / SLOWEST_RATE
         logs = self.scratch / "logs"
         children = []
-        for agent in agents:
-            child = Child(
-                f"{agent.name}'s get",
-                [
-                    str(AGENT),
-                    "get",
-                    "--state-dir",
-                    str(agent.state),
-                    self.origin.url,
-                    "-o",
-                    str(agent.target),
-                    "--json",
-                ],
-                logs / f"get{agent.number}.err",
-                stdout=logs / f"get{agent.number}.json",
-            )
-            children.append(child)
-            self.gets.append(child)
+        with signals_held():
+            for agent in agents:
+                child = Child(
+                    f"{agent.name}'s get",
+                    [
+                        str(AGENT),
+                        "get",
+                        "--state-dir",
+                        str(agent.state),
+                        self.origin.url,
+                        "-o",
+                        str(agent.target),
+                        "--json",
+                    ],
+                    logs / f"get{agent.number}.err",
+                    stdout=logs / f"get{agent.number}.json",
+                )
+                children.append(child)
+                self.gets.append(child)
         example = agents[0]
         self.say(
             s.dim(
@@ -975,8 +976,28 @@ class Demo:
 # ----------------------------------------------------------------------------- main
 
 
+# Signals that arrived while held (see signals_held): one list per block holding them.
+_HELD: list[list[int]] = []
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _HELD:
+        _HELD[-1].append(signum)
+        return
     raise Interrupted(signum)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Holds Ctrl-C and SIGTERM back until the block ends, so that a child started in it
+    is always recorded for the clean-up before the interruption is raised."""
+    _HELD.append([])
+    try:
+        yield
+    finally:
+        held = _HELD.pop()
+        if held:
+            raise Interrupted(held[0])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -125,8 +125,8 @@ def test_the_demo_tells_who_served_what_and_cleans_up() -> None:
     ids=["sigint-while-fetching", "sigterm-while-starting"],
 )
 def test_an_interrupted_demo_stops_everything(signum: signal.Signals, when: str) -> None:
-    # Capped uploads keep step 2 going for seconds, so the signal lands while it runs even
-    # on a busy machine (uncapped, the swarm can be done before the signal is sent).
+    # Capped uploads keep step 2 going for seconds, so the signal lands while its gets are
+    # started or run, even on a busy machine.
     demo = subprocess.Popen(
         [str(DEMO), "--size-mib", str(SIZE_MIB), "--upload-limit", "4MB/s"],
         stdout=subprocess.PIPE,
