@@ -62,6 +62,11 @@ def test_agent_reports_its_files_and_serves_them_with_the_token(
     admin = clients.admin_api(tracker)
 
     eventually(lambda: holders(admin, sha(data)) == [daemon.agent_id], what="the file to be located")
+    # The manifest is published right after the inventory sync, in a call of its own.
+    eventually(
+        lambda: all(m.manifest is not None for m in admin.inspect(NameQuery("dataset.tar"))),
+        what="the manifest to be published",
+    )
     (match,) = admin.inspect(NameQuery("dataset.tar"))
     assert match.manifest is not None and match.manifest.piece_count == 4
     ((view, _),) = match.holders
