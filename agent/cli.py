@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from agent import __version__
-from agent.config import DEFAULT_LISTEN, AgentConfig, default_state_dir, load_file
+from agent.config import DEFAULT_CONFIG, DEFAULT_LISTEN, AgentConfig, default_state_dir, file_settings, load
 from agent.errors import AgentError
 from agent.identity import existing_agent_id
 from agent.job import AlreadyThere, GetRequest, ProgressBar, print_result
@@ -22,8 +22,9 @@ from agent.localapi import SOCKET_NAME, LocalApiClient
 from agent.planner import POLICY_NAMES, Policy
 from agent.ranges import parse_rate
 from tracker.auth import read_token
+from tracker.configfile import Setting, add_config_command, add_config_option
 from tracker.errors import TrackerError
-from tracker.process import configure_logging, run_command, run_until_signalled
+from tracker.process import add_log_options, configure_logging, run_command, run_until_signalled
 from tracker.render import human_size
 
 PROG = "lanpeer-agent"
@@ -38,49 +39,42 @@ def _rate(value: str) -> int:
 
 def build_config(args: argparse.Namespace) -> AgentConfig:
     """Defaults, then the config file, then the flags given on the command line."""
-    values: dict[str, Any] = load_file(args.config) if args.config else {}
-    shares = values.pop("share", ())
-    token_file = values.pop("token_file", None)
-    for name in (
-        "tracker",
-        "listen",
-        "advertise_url",
-        "state_dir",
-        "max_uploads",
-        "upload_limit",
-        "rescan_interval",
-        "log_level",
-        "tracker_tls_ca",
-    ):
-        flag = getattr(args, name)
-        if flag is not None:
-            values[name] = flag
-    if args.share:
-        shares = tuple(args.share)
-    token = read_token(args.token_file or token_file, "LANPEER_TOKEN")
-    values.setdefault("state_dir", default_state_dir())
-    return AgentConfig(shares=tuple(shares), token=token, **values)
+    return load(args)[0]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, secrets=(config.token,))
     from agent.daemon import Daemon  # noqa: PLC0415 (`get` and `status` start faster without it)
 
     return run_until_signalled(Daemon(config), PROG)
 
 
+def _state_dir(args: argparse.Namespace, conf: dict[str, Setting]) -> Path:
+    """--state-dir, else the config file's state_dir (so that a user's command finds the
+    system's daemon), else the default."""
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    return Path(conf["state_dir"].value) if "state_dir" in conf else default_state_dir()
+
+
 def cmd_get(args: argparse.Namespace) -> int:
-    configure_logging("debug" if args.verbose else "warning")
-    token = read_token(args.token_file, "LANPEER_TOKEN")
-    state_dir = args.state_dir or default_state_dir()
+    conf = file_settings(args.config)
+
+    def setting(name: str) -> Any:
+        flag = getattr(args, name)
+        return flag if flag is not None or name not in conf else conf[name].value
+
+    state_dir = _state_dir(args, conf)
+    token = read_token(setting("token_file"), "LANPEER_TOKEN")
+    configure_logging("debug" if args.verbose else "warning", secrets=(token,))
     request = GetRequest(
         source=args.source,
         output=args.output,
         sha256=args.sha256,
-        tracker=args.tracker,
+        tracker=setting("tracker"),
         token=token,
-        tracker_tls_ca=args.tracker_tls_ca,
+        tracker_tls_ca=setting("tracker_tls_ca"),
         agent_id=existing_agent_id(state_dir),
         connections=args.connections,
         use_origin=not args.no_origin,
@@ -111,7 +105,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = _state_dir(args, file_settings(args.config))
     client = LocalApiClient(state_dir / SOCKET_NAME)
     try:
         if not client.reachable():
@@ -159,6 +153,58 @@ def _positive(value: str) -> int:
     return number
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `run`, which `config --print` takes too. Each has a key of the same
+    name in agent.toml (agent.config.FILE_KEYS)."""
+    add_config_option(parser, DEFAULT_CONFIG)
+    parser.add_argument(
+        "--share", action="append", type=Path, metavar="DIR", help="a directory to share (repeat for several)"
+    )
+    parser.add_argument("--tracker", metavar="HOST:PORT", help="the tracker to report to")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help=f"where to serve blobs (default: {DEFAULT_LISTEN})"
+    )
+    parser.add_argument(
+        "--advertise-url",
+        metavar="URL",
+        help="the base URL peers use (default: this machine's LAN address and the port)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"where the agent id and hash cache live (default: {default_state_dir()})",
+    )
+    parser.add_argument(
+        "--token-file", type=Path, metavar="F", help="the cluster token (or set LANPEER_TOKEN)"
+    )
+    parser.add_argument(
+        "--tracker-tls-ca",
+        type=Path,
+        metavar="F",
+        help="talk TLS to the tracker, trusting this CA certificate (PEM)",
+    )
+    parser.add_argument(
+        "--max-uploads",
+        type=int,
+        metavar="N",
+        help="concurrent uploads before peers are told to go elsewhere (default: 16)",
+    )
+    parser.add_argument(
+        "--upload-limit",
+        type=_rate,
+        metavar="RATE",
+        help="cap on the total upload rate, e.g. 50MB/s or 100MiB (default: none)",
+    )
+    parser.add_argument(
+        "--rescan-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often to look for new, changed and deleted files (default: 60)",
+    )
+    add_log_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -172,52 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the files under the shared directories to peers, and tell the tracker "
         "what this machine holds. Runs until SIGTERM or SIGINT.",
     )
-    run.add_argument(
-        "--share", action="append", type=Path, metavar="DIR", help="a directory to share (repeat for several)"
-    )
-    run.add_argument("--tracker", metavar="HOST:PORT", help="the tracker to report to")
-    run.add_argument(
-        "--listen", metavar="HOST:PORT", help=f"where to serve blobs (default: {DEFAULT_LISTEN})"
-    )
-    run.add_argument(
-        "--advertise-url",
-        metavar="URL",
-        help="the base URL peers use (default: this machine's LAN address and the port)",
-    )
-    run.add_argument(
-        "--state-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"where the agent id and hash cache live (default: {default_state_dir()})",
-    )
-    run.add_argument("--token-file", type=Path, metavar="F", help="the cluster token (or set LANPEER_TOKEN)")
-    run.add_argument(
-        "--tracker-tls-ca",
-        type=Path,
-        metavar="F",
-        help="talk TLS to the tracker, trusting this CA certificate (PEM)",
-    )
-    run.add_argument(
-        "--max-uploads",
-        type=int,
-        metavar="N",
-        help="concurrent uploads before peers are told to go elsewhere (default: 16)",
-    )
-    run.add_argument(
-        "--upload-limit",
-        type=_rate,
-        metavar="RATE",
-        help="cap on the total upload rate, e.g. 50MB/s or 100MiB (default: none)",
-    )
-    run.add_argument(
-        "--rescan-interval",
-        type=float,
-        metavar="SECONDS",
-        help="how often to look for new, changed and deleted files (default: 60)",
-    )
-    run.add_argument("--config", type=Path, metavar="F", help="read settings from this TOML file; flags win")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add_run_options(run)
     run.set_defaults(handler=cmd_run)
+
+    add_config_command(commands, PROG, add_run_options, load)
 
     get_ = commands.add_parser(
         "get",
@@ -272,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     get_.add_argument(
         "--no-daemon", action="store_true", help="fetch in this process even when a local daemon runs"
     )
+    add_config_option(get_, DEFAULT_CONFIG)
     get_.add_argument("--json", action="store_true", help="print a machine-readable summary")
     get_.add_argument("--quiet", action="store_true", help="print nothing but errors")
     get_.add_argument("--verbose", action="store_true", help="log what happens, piece by piece")
@@ -289,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help=f"the daemon's state directory (default: {default_state_dir()})",
     )
+    add_config_option(status, DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(handler=cmd_status)
     return parser

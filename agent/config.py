@@ -1,21 +1,38 @@
-"""The agent's settings: flags, an optional TOML file, and the environment, merged into one
-frozen AgentConfig. Flags win over the file; the file wins over the defaults."""
+"""The agent's settings: flags, a TOML file (/etc/lanpeer/agent.toml unless --config names
+another) and the environment, merged into one frozen AgentConfig. Flags win over the file;
+the file wins over the defaults."""
 
 from __future__ import annotations
 
-import re
-import tomllib
-from collections.abc import Callable, Mapping
+import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
 from agent.ranges import parse_rate
+from tracker.auth import read_token
+from tracker.configfile import (
+    DEFAULT_ORIGIN,
+    Convert,
+    Setting,
+    config_path,
+    locate,
+    merge,
+    number,
+    one_of,
+    path,
+    paths,
+    read_file,
+    text,
+    whole,
+)
 from tracker.errors import InvalidArgument
 from tracker.model import split_host_port
-from tracker.process import state_home
+from tracker.process import LOG_FORMATS, LOG_LEVELS, state_home
 
+DEFAULT_CONFIG = Path("/etc/lanpeer/agent.toml")
 DEFAULT_LISTEN = "0.0.0.0:7071"
 
 
@@ -36,6 +53,7 @@ class AgentConfig:
     upload_limit: int | None = None
     rescan_interval: float = 60.0
     log_level: str = "info"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.shares:
@@ -51,31 +69,10 @@ class AgentConfig:
             raise ConfigError(f"max_uploads: {self.max_uploads} is not between 1 and 10000")
         if not 0.1 <= self.rescan_interval <= 86_400:
             raise ConfigError(f"rescan_interval: {self.rescan_interval} is not between 0.1 and 86400 seconds")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
-
-
-def _path_list(value: Any) -> tuple[Path, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError("a list of paths")
-    return tuple(Path(v) for v in value)
-
-
-def _typed(kind: type, description: str) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise TypeError(description)
-        return value
-
-    return convert
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("a number")
-    return float(value)
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
 
 def _rate(value: Any) -> int:
@@ -84,51 +81,46 @@ def _rate(value: Any) -> int:
     return value if isinstance(value, int) else parse_rate(value)
 
 
-# The keys of agent.toml, each with the conversion that checks its type.
-FILE_KEYS: Mapping[str, Callable[[Any], Any]] = {
-    "share": _path_list,
-    "tracker": _typed(str, "HOST:PORT text"),
-    "listen": _typed(str, "HOST:PORT text"),
-    "advertise_url": _typed(str, "a URL"),
-    "state_dir": lambda v: Path(_typed(str, "a path")(v)),
-    "token_file": lambda v: Path(_typed(str, "a path")(v)),
-    "tracker_tls_ca": lambda v: Path(_typed(str, "a path")(v)),
-    "max_uploads": _typed(int, "a whole number"),
+# The keys of agent.toml: one for each flag of `lanpeer-agent run`, with the conversion that
+# checks its type.
+FILE_KEYS: Mapping[str, Convert] = {
+    "share": paths,
+    "tracker": text,
+    "listen": text,
+    "advertise_url": text,
+    "state_dir": path,
+    "token_file": path,
+    "tracker_tls_ca": path,
+    "max_uploads": whole,
     "upload_limit": _rate,
-    "rescan_interval": _number,
-    "log_level": _typed(str, "text"),
+    "rescan_interval": number,
+    "log_level": one_of(*LOG_LEVELS),
+    "log_format": one_of(*LOG_FORMATS),
 }
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """Reads agent.toml into checked values. Errors name the file, the line and the key."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    values = {}
-    for key, value in raw.items():
-        where = f"{path}:{_line_of(text, key)}"
-        convert = FILE_KEYS.get(key)
-        if convert is None:
-            known = ", ".join(sorted(FILE_KEYS))
-            raise ConfigError(f"{where}: unknown key {key!r} (known keys: {known})")
-        try:
-            values[key] = convert(value)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {key} must be {exc}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {key}: {exc}") from None
-    return values
+def file_settings(explicit: Path | None) -> dict[str, Setting]:
+    """The settings of the config file named, else of /etc/lanpeer/agent.toml if it exists."""
+    path_ = config_path(explicit, DEFAULT_CONFIG)
+    return read_file(path_, FILE_KEYS, ConfigError) if path_ is not None else {}
 
 
-def _line_of(text: str, key: str) -> int:
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if pattern.match(line):
-            return number
-    return 1
+def load(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, Setting | None]]:
+    """The configuration `lanpeer-agent run` uses: defaults, then the config file, then the
+    flags given. Also returns every key's setting, with where it came from."""
+    settings = merge(FILE_KEYS, file_settings(args.config), args)
+    values = {key: s.value for key, s in settings.items()}
+    shares = values.pop("share", ())
+    token = read_token(values.pop("token_file", None), "LANPEER_TOKEN")
+    values.setdefault("state_dir", default_state_dir())
+    try:
+        config = AgentConfig(shares=tuple(shares), token=token, **values)
+    except ConfigError as exc:
+        raise ConfigError(locate(str(exc), settings)) from None
+    effective = {key: settings.get(key) or _default(config, key) for key in FILE_KEYS}
+    return config, effective
+
+
+def _default(config: AgentConfig, key: str) -> Setting | None:
+    value = config.shares if key == "share" else getattr(config, key, None)
+    return None if value is None else Setting(value, DEFAULT_ORIGIN)

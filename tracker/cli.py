@@ -13,6 +13,8 @@ from typing import Any
 from tracker import __version__
 from tracker.auth import read_token
 from tracker.client import AdminClient
+from tracker.config import DEFAULT_CONFIG, default_db_path, load
+from tracker.configfile import add_config_command, add_config_option
 from tracker.errors import InvalidArgument, TrackerError
 from tracker.model import (
     AgentStatus,
@@ -30,16 +32,12 @@ from tracker.model import (
     split_host_port,
 )
 from tracker.policy import DEFAULT_POLICY, POLICY_NAMES
-from tracker.process import configure_logging, run_command, run_until_signalled, state_home
+from tracker.process import add_log_options, configure_logging, run_command, run_until_signalled
 from tracker.render import human_age, human_size, plural, table
-from tracker.server import TrackerConfig, TrackerServer
+from tracker.server import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LISTEN, TrackerServer
 
 PROG = "lanpeer-tracker"
 DEFAULT_TRACKER = "127.0.0.1:7070"
-
-
-def default_db_path() -> Path:
-    return state_home() / "tracker.db"
 
 
 def host_port(value: str) -> str:
@@ -54,17 +52,8 @@ def host_port(value: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    config = TrackerConfig(
-        db=args.db or default_db_path(),
-        listen=args.listen,
-        cluster_token=read_token(args.token_file, "LANPEER_TOKEN"),
-        admin_token=read_token(args.admin_token_file, "LANPEER_ADMIN_TOKEN"),
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        heartbeat_interval=args.heartbeat_interval,
-        handout_policy=args.handout_policy,
-    )
+    config, _ = load(args)
+    configure_logging(config.log_level, config.log_format, secrets=(config.cluster_token, config.admin_token))
     return run_until_signalled(TrackerServer(config), PROG)
 
 
@@ -341,6 +330,51 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `run`, which `config` takes too. Each has a key of the same name in
+    tracker.toml (tracker.config.FILE_KEYS)."""
+    add_config_option(parser, DEFAULT_CONFIG)
+    parser.add_argument(
+        "--listen",
+        type=host_port,
+        metavar="HOST:PORT",
+        help=f"where to listen (default: {DEFAULT_LISTEN}; port 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help=f"the SQLite database (default: {default_db_path()})",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="F",
+        help="the cluster token agents must present (or set LANPEER_TOKEN)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="F",
+        help="the token the admin commands must present (or set LANPEER_ADMIN_TOKEN)",
+    )
+    parser.add_argument("--tls-cert", type=Path, metavar="F", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, metavar="F", help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often agents report in; three missed beats make an agent dead "
+        f"(default: {DEFAULT_HEARTBEAT_INTERVAL})",
+    )
+    parser.add_argument(
+        "--handout-policy",
+        choices=POLICY_NAMES,
+        help=f"the order holders are handed out in (default: {DEFAULT_POLICY})",
+    )
+    add_log_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -353,48 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run the tracker", description="Run the tracker until SIGTERM or SIGINT."
     )
-    run.add_argument(
-        "--listen",
-        type=host_port,
-        default="0.0.0.0:7070",
-        metavar="HOST:PORT",
-        help="where to listen (default: %(default)s; port 0 picks a free one)",
-    )
-    run.add_argument(
-        "--db",
-        type=Path,
-        metavar="PATH",
-        help=f"the SQLite database (default: {default_db_path()})",
-    )
-    run.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="F",
-        help="the cluster token agents must present (or set LANPEER_TOKEN)",
-    )
-    run.add_argument(
-        "--admin-token-file",
-        type=Path,
-        metavar="F",
-        help="the token the admin commands must present (or set LANPEER_ADMIN_TOKEN)",
-    )
-    run.add_argument("--tls-cert", type=Path, metavar="F", help="serve TLS with this certificate (PEM)")
-    run.add_argument("--tls-key", type=Path, metavar="F", help="the private key of --tls-cert (PEM)")
-    run.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="how often agents report in; three missed beats make an agent dead (default: %(default)s)",
-    )
-    run.add_argument(
-        "--handout-policy",
-        choices=POLICY_NAMES,
-        default=DEFAULT_POLICY,
-        help="the order holders are handed out in (default: %(default)s)",
-    )
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    add_run_options(run)
     run.set_defaults(handler=cmd_run)
+
+    add_config_command(commands, PROG, add_run_options, load)
 
     def admin_command(
         name: str, handler: Callable[[argparse.Namespace], int], help_text: str

@@ -20,6 +20,7 @@ from tracker.errors import TrackerError
 from tracker.index import Index
 from tracker.model import split_host_port
 from tracker.policy import DEFAULT_POLICY, policy_named
+from tracker.process import LOG_FORMATS, LOG_LEVELS
 from tracker.registry import Registry
 from tracker.service import TrackerAdminServicer, TrackerServicer
 from tracker.store import Store
@@ -29,26 +30,39 @@ from tracker.wire import CHANNEL_OPTIONS
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_SECONDS = 60.0
+DEFAULT_LISTEN = "0.0.0.0:7070"
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class TrackerConfig:
     db: Path
-    listen: str = "0.0.0.0:7070"
+    listen: str = DEFAULT_LISTEN
     cluster_token: str | None = None
     admin_token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    heartbeat_interval: float = 10.0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     handout_policy: str = DEFAULT_POLICY
     workers: int = 16
+    log_level: str = "info"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise TrackerError("TLS needs both --tls-cert and --tls-key")
+            raise TrackerError("tls_cert and tls_key go together: TLS needs both --tls-cert and --tls-key")
         if not 0.05 <= self.heartbeat_interval <= 3600:
-            raise TrackerError("the heartbeat interval must be between 0.05 and 3600 seconds")
-        policy_named(self.handout_policy)
+            raise TrackerError(
+                f"heartbeat_interval: {self.heartbeat_interval} is not between 0.05 and 3600 seconds"
+            )
+        try:
+            policy_named(self.handout_policy)
+        except TrackerError as exc:
+            raise TrackerError(f"handout_policy: {exc}") from None
+        if self.log_level not in LOG_LEVELS:
+            raise TrackerError(f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise TrackerError(f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
 
 class _AddressTaken(Exception):

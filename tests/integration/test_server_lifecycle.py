@@ -61,8 +61,8 @@ def test_a_restart_on_the_same_database_serves_on_a_new_port(trackers, clients):
 @pytest.mark.parametrize(
     ("overrides", "says"),
     [
-        ({"heartbeat_interval": 0.0}, "heartbeat interval"),
-        ({"heartbeat_interval": 7200.0}, "heartbeat interval"),
+        ({"heartbeat_interval": 0.0}, "heartbeat_interval"),
+        ({"heartbeat_interval": 7200.0}, "heartbeat_interval"),
         ({"handout_policy": "nearest"}, "nearest"),
     ],
     ids=["interval 0", "interval 2 h", "unknown policy"],

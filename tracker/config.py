@@ -1,0 +1,75 @@
+"""The tracker's settings: flags, a TOML file (/etc/lanpeer/tracker.toml unless --config
+names another) and the environment, merged into one frozen TrackerConfig. Flags win over
+the file; the file wins over the defaults."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+from tracker.auth import read_token
+from tracker.configfile import (
+    DEFAULT_ORIGIN,
+    Convert,
+    Setting,
+    config_path,
+    locate,
+    merge,
+    number,
+    one_of,
+    path,
+    read_file,
+    text,
+)
+from tracker.errors import TrackerError
+from tracker.policy import POLICY_NAMES
+from tracker.process import LOG_FORMATS, LOG_LEVELS, state_home
+from tracker.server import TrackerConfig
+
+DEFAULT_CONFIG = Path("/etc/lanpeer/tracker.toml")
+
+# The keys of tracker.toml: one for each flag of `lanpeer-tracker run`.
+FILE_KEYS: Mapping[str, Convert] = {
+    "listen": text,
+    "db": path,
+    "token_file": path,
+    "admin_token_file": path,
+    "tls_cert": path,
+    "tls_key": path,
+    "heartbeat_interval": number,
+    "handout_policy": one_of(*POLICY_NAMES),
+    "log_level": one_of(*LOG_LEVELS),
+    "log_format": one_of(*LOG_FORMATS),
+}
+
+# Keys that name a file whose content (a secret) is what TrackerConfig holds.
+_TOKEN_KEYS = ("token_file", "admin_token_file")
+
+
+def default_db_path() -> Path:
+    return state_home() / "tracker.db"
+
+
+def load(args: argparse.Namespace) -> tuple[TrackerConfig, dict[str, Setting | None]]:
+    """The configuration `lanpeer-tracker run` uses, and every key's setting with where it
+    came from."""
+    chosen = config_path(args.config, DEFAULT_CONFIG)
+    settings = merge(FILE_KEYS, read_file(chosen, FILE_KEYS, TrackerError) if chosen else {}, args)
+    values = {key: s.value for key, s in settings.items()}
+    values["cluster_token"] = read_token(values.pop("token_file", None), "LANPEER_TOKEN")
+    values["admin_token"] = read_token(values.pop("admin_token_file", None), "LANPEER_ADMIN_TOKEN")
+    values.setdefault("db", default_db_path())
+    try:
+        config = TrackerConfig(**values)
+    except TrackerError as exc:
+        raise TrackerError(locate(str(exc), settings)) from None
+    effective = {key: settings.get(key) or _default(config, key) for key in FILE_KEYS}
+    return config, effective
+
+
+def _default(config: TrackerConfig, key: str) -> Setting | None:
+    if key in _TOKEN_KEYS:
+        return None
+    value = getattr(config, key)
+    return None if value is None else Setting(value, DEFAULT_ORIGIN)
