@@ -73,7 +73,7 @@ class Daemon:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         try:
-            config.state_dir.mkdir(parents=True, exist_ok=True)
+            config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise AgentError(
                 f"cannot create the state directory {config.state_dir}: {exc.strerror}"

@@ -196,7 +196,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
 
 class LocalApiServer:
-    """AgentService on `state_dir/agent.sock`, readable and writable by its owner only."""
+    """AgentService on `state_dir/agent.sock`. The socket is open to its owner and group
+    (mode 0660); the state directory decides who reaches it: the daemon makes its own 0700,
+    and a system install makes it 0750 for the `lanpeer` group."""
 
     def __init__(self, daemon: Fetching, socket_path: Path) -> None:
         self.socket_path = socket_path
@@ -209,7 +211,7 @@ class LocalApiServer:
         self._server = grpc.server(self._executor)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(daemon), self._server)  # type: ignore[no-untyped-call]
         socket_path.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)
+        old_umask = os.umask(0o117)
         try:
             if not self._server.add_insecure_port(f"unix:{socket_path}"):
                 raise AgentError(f"cannot listen on {socket_path}")
@@ -218,7 +220,7 @@ class LocalApiServer:
 
     def start(self) -> None:
         self._server.start()
-        os.chmod(self.socket_path, 0o600)
+        os.chmod(self.socket_path, 0o660)
 
     def stop(self, grace: float = 1.0) -> None:
         self._server.stop(grace).wait()

@@ -9,6 +9,7 @@ import http.client
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -139,6 +140,20 @@ def test_without_a_tracker_the_agent_still_serves(share: Path, daemons: Callable
     daemon = daemons(shares=(share,))
     eventually(lambda: daemon.inventory.open_blob(sha(b"solo")), what="the scan")
     assert get(daemon.base_url, f"/v1/blobs/{sha(b'solo')}")[2] == b"solo"
+
+
+def test_the_state_directory_decides_who_reaches_the_control_socket(
+    share: Path, daemons: Callable[..., Daemon]
+) -> None:
+    daemon = daemons(shares=(share,))
+    assert stat.S_IMODE(daemon.config.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(daemon.api.socket_path.stat().st_mode) == 0o660
+    # A state directory made by someone else (a system install's 0750) keeps its mode.
+    shared_dir = daemon.config.state_dir.with_name("shared")
+    shared_dir.mkdir(mode=0o750)
+    other = daemons(shares=(share,), state_dir=shared_dir)
+    assert stat.S_IMODE(shared_dir.stat().st_mode) == 0o750
+    assert stat.S_IMODE(other.api.socket_path.stat().st_mode) == 0o660
 
 
 def test_agent_id_is_kept_across_restarts(
