@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from agent import __version__
 from agent.config import DEFAULT_CONFIG, DEFAULT_LISTEN, AgentConfig, default_state_dir, file_settings, load
-from agent.errors import AgentError
+from agent.errors import AgentError, OutputNotWritable
 from agent.identity import existing_agent_id
 from agent.job import AlreadyThere, GetRequest, ProgressBar, print_result
 from agent.localapi import SOCKET_NAME, LocalApiClient
@@ -84,11 +84,16 @@ def cmd_get(args: argparse.Namespace) -> int:
     bar = ProgressBar(sys.stderr, enabled=not (args.quiet or args.json))
     daemon = None if args.no_daemon else LocalApiClient(state_dir / SOCKET_NAME)
     try:
+        summary = None
         if daemon is not None and daemon.reachable():
             # The daemon fetches, then serves the file and reports it to the tracker.
-            request = dataclasses.replace(request, output=(args.output or Path.cwd()).absolute())
-            summary = daemon.get(request, bar.update)
-        else:
+            handed = dataclasses.replace(request, output=(args.output or Path.cwd()).absolute())
+            try:
+                summary = daemon.get(handed, bar.update)
+            except OutputNotWritable as exc:
+                if not args.quiet:
+                    print(f"{PROG}: {exc}; fetching it here instead (it will not be shared)", file=sys.stderr)
+        if summary is None:
             from agent.get import get  # noqa: PLC0415 (handing the job to a daemon needs none of it)
 
             summary = get(request, bar.update).summary

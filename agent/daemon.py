@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, OutputNotWritable
 from agent.get import get
 from agent.hashcache import HashCache
 from agent.identity import load_agent_id
@@ -161,6 +162,8 @@ class Daemon:
     ) -> Summary:
         """Runs a download for `lanpeer-agent get`, then serves the file and tells the
         tracker what it is, so the next machine gets it from here."""
+        if request.output is not None:
+            _check_writable(request.output)
         request = dataclasses.replace(
             request,
             tracker=self.config.tracker,
@@ -212,6 +215,14 @@ class Daemon:
             tracker_connected=self.reporter is not None and self.reporter.connected,
             downloads=downloads,
         )
+
+
+def _check_writable(output: Path) -> None:
+    """Refuses a download into a directory this process may not write to before anything
+    starts, so that `get` can fetch it itself instead."""
+    directory = output if output.is_dir() else output.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputNotWritable(str(directory))
 
 
 class _DownloadSharing:

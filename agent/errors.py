@@ -11,6 +11,15 @@ class ConfigError(AgentError):
     """A setting is missing, malformed or contradicts another."""
 
 
+class OutputNotWritable(AgentError):
+    """The agent daemon may not write where a `get` handed to it must put the file (it runs
+    as another user, or a hardened service unit keeps it out of that directory)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(f"the agent daemon may not write to {directory}")
+        self.directory = directory
+
+
 class FetchError(AgentError):
     """A download from one source (a peer or the origin) failed. `source` is the URL of
     the origin or the base URL of the peer; `status` is the HTTP status when one came."""

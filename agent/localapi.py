@@ -16,7 +16,7 @@ from typing import Protocol
 
 import grpc
 
-from agent.errors import AgentError
+from agent.errors import AgentError, OutputNotWritable
 from agent.job import AlreadyThere, GetRequest, Progress, Summary
 from agent.planner import Policy
 from lanpeer.v1 import agent_pb2, agent_pb2_grpc
@@ -158,6 +158,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 yield agent_pb2.GetEvent(
                     summary=agent_pb2.GetSummary(path=str(event.path), already_there=True)
                 )
+            elif isinstance(event, OutputNotWritable):
+                worker.join()
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, event.directory)
             elif isinstance(event, AgentError | TrackerError):
                 worker.join()
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(event))
@@ -261,6 +264,8 @@ class LocalApiClient:
                 elif event.HasField("summary"):
                     summary = event.summary
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise OutputNotWritable(exc.details()) from None
             raise AgentError(exc.details() or "the daemon failed") from None
         if summary is None:
             raise AgentError("the daemon ended the download without a summary")

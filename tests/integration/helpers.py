@@ -3,6 +3,7 @@ talk to a real tracker, and a snapshot of everything the admin API can see."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import random
@@ -226,3 +227,15 @@ def range_servers(store: RecordingStore) -> Iterator[Callable[..., RangeServer]]
     for server in started:
         server.stop(grace=0)
     assert all(blob.file.closed for blob in store.opened)
+
+
+PR_CAPBSET_DROP = 24
+
+
+def without_root_file_access() -> None:
+    """Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set (a subprocess's
+    preexec_fn), so that even root is refused a file or directory its mode does not allow."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")

@@ -3,7 +3,6 @@ changed file is never served under its old digest."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -20,9 +19,8 @@ from agent.errors import ConfigError
 from agent.hashcache import HashCache
 from agent.inventory import Inventory
 from agent.manifest import manifest_of_bytes
+from tests.integration.helpers import without_root_file_access
 from tracker.model import MiB
-
-PR_CAPBSET_DROP = 24
 
 
 def sha(data: bytes) -> str:
@@ -181,15 +179,6 @@ _UNREADABLE_SCRIPT = textwrap.dedent(
 )
 
 
-def _without_root_file_access() -> None:
-    """Drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec, so
-    that even root is refused a file with no read permission."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-
 def test_unreadable_files_are_skipped_with_one_warning(tmp_path: Path) -> None:
     share, state = tmp_path / "share", tmp_path / "state"
     share.mkdir()
@@ -203,7 +192,7 @@ def test_unreadable_files_are_skipped_with_one_warning(tmp_path: Path) -> None:
         text=True,
         timeout=30,
         check=True,
-        preexec_fn=_without_root_file_access,
+        preexec_fn=without_root_file_access,
     )
     out = json.loads(result.stdout)
     assert out["digests"] == [sha(b"ok")]

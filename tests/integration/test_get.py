@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 
 from agent.daemon import Daemon
 from tests.integration.conftest import Trackers
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, without_root_file_access
 from tests.integration.origin import Origin
 from tracker.model import AgentInfo, DigestQuery, MiB
 
@@ -272,6 +274,48 @@ def test_get_through_the_daemon_shares_the_file_with_the_next_machine(
     status = json.loads(lanpeer_agent("status", "--json", "--state-dir", str(first.config.state_dir)).stdout)
     assert status["agent_id"] == first.agent_id
     assert status["tracker_connected"] is True
+
+
+def test_a_directory_the_daemon_may_not_write_to_is_fetched_by_get_itself(
+    origin: Origin, tmp_path: Path
+) -> None:
+    origin.add("/release.tar", CONTENT)
+    share, state = tmp_path / "share", Path(tempfile.mkdtemp(prefix="lp-", dir="/tmp"))
+    share.mkdir()
+    # The daemon runs as a user who may not write to the user's directory (as a hardened
+    # system service does); `get` is the user, who may.
+    daemon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            "--share",
+            str(share),
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(state),
+        ],
+        stderr=subprocess.DEVNULL,
+        preexec_fn=without_root_file_access,  # noqa: PLW1509 (the child only calls prctl)
+    )
+    try:
+        eventually((state / "agent.sock").exists, what="the daemon's socket")
+        mine = tmp_path / "mine"
+        mine.mkdir(mode=0o555)
+        result = lanpeer_agent(
+            "get", "--state-dir", str(state), origin.url("/release.tar"), "-o", str(mine / "r.tar")
+        )
+        assert f"the agent daemon may not write to {mine}; fetching it here instead" in result.stderr
+        assert (mine / "r.tar").read_bytes() == CONTENT
+        status = json.loads(lanpeer_agent("status", "--json", "--state-dir", str(state)).stdout)
+        assert status.get("files", 0) == 0
+        assert "downloads" not in status
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=15)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def seeds(
