@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,7 +67,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         return flag if flag is not None or name not in conf else conf[name].value
 
     state_dir = _state_dir(args, conf)
-    token = read_token(setting("token_file"), "LANPEER_TOKEN")
+    token, token_problem = _local_token(args, conf)
     configure_logging("debug" if args.verbose else "warning", secrets=(token,))
     request = GetRequest(
         source=args.source,
@@ -96,6 +97,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         if summary is None:
             from agent.get import get  # noqa: PLC0415 (handing the job to a daemon needs none of it)
 
+            if token_problem and not args.quiet:
+                print(f"{PROG}: {token_problem}", file=sys.stderr)
+
             summary = get(request, bar.update).summary
     except AlreadyThere as exc:
         if not args.quiet:
@@ -107,6 +111,18 @@ def cmd_get(args: argparse.Namespace) -> int:
             daemon.close()
     print_result(summary, as_json=args.json, quiet=args.quiet)
     return 0
+
+
+def _local_token(args: argparse.Namespace, conf: dict[str, Setting]) -> tuple[str | None, str]:
+    """The token for a fetch in this process: --token-file, else LANPEER_TOKEN, else the
+    config file's token_file, which is the daemon's and may be closed to the user: then
+    none, and why (a `get` handed to the daemon needs no token)."""
+    if args.token_file is not None or os.environ.get("LANPEER_TOKEN") or "token_file" not in conf:
+        return read_token(args.token_file, "LANPEER_TOKEN"), ""
+    try:
+        return read_token(conf["token_file"].value, "LANPEER_TOKEN"), ""
+    except TrackerError as exc:
+        return None, f"{exc}: the tracker and peers that need it will refuse this fetch"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

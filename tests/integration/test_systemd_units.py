@@ -4,7 +4,6 @@ hardening, and agrees with the example config about where the state lives."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import re
@@ -12,12 +11,14 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from agent.config import FILE_KEYS, load_file
-from tracker.cli import build_parser as tracker_parser
+from agent import config as agent_config
+from tracker import config as tracker_config
+from tracker.configfile import Convert, read_file
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "scripts" / "systemd"
@@ -221,27 +222,19 @@ def state_directory(daemon: str) -> Path:
     return Path("/var/lib") / name
 
 
-def test_agent_toml_holds_only_keys_the_agent_reads() -> None:
-    path = UNITS / "agent.toml"
-    values = load_file(path)
-    assert values["state_dir"] == state_directory("lanpeer-agent")
+@pytest.mark.parametrize(
+    ("name", "keys", "unit"),
+    [
+        ("agent.toml", agent_config.FILE_KEYS, "lanpeer-agent"),
+        ("tracker.toml", tracker_config.FILE_KEYS, "lanpeer-tracker"),
+    ],
+)
+def test_example_config_sets_or_shows_every_key(name: str, keys: Mapping[str, Convert], unit: str) -> None:
+    path = UNITS / name
+    values = {key: s.value for key, s in read_file(path, keys, ValueError).items()}
+    state = values.get("state_dir") or values["db"].parent
+    assert state == state_directory(unit)
     examples = commented_examples(path)
-    assert set(examples) == set(FILE_KEYS) - set(values)
+    assert set(examples) == set(keys) - set(values)
     for key, value in examples.items():
-        FILE_KEYS[key](value)
-
-
-def run_flags() -> set[str]:
-    """The dests of `lanpeer-tracker run`'s options: what its config keys are named after."""
-    (commands,) = (a for a in tracker_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {action.dest for action in commands.choices["run"]._actions}
-
-
-def test_tracker_toml_parses_and_names_run_flags() -> None:
-    path = UNITS / "tracker.toml"
-    with path.open("rb") as f:
-        values = tomllib.load(f)
-    assert Path(values["db"]).parent == state_directory("lanpeer-tracker")
-    flags = run_flags()
-    # metrics_listen comes with the tracker's metrics port, on its own branch.
-    assert set(values) | set(commented_examples(path)) <= flags | {"metrics_listen"}
+        keys[key](value)

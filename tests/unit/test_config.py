@@ -260,3 +260,25 @@ def test_formatters_take_out_the_tokens_they_know() -> None:
     assert "hunter2" not in TextFormatter(["hunter2"]).format(record)
     assert "hunter2" not in JsonFormatter(["hunter2"]).format(record)
     assert "***" in json.loads(JsonFormatter(["hunter2"]).format(record))["message"]
+
+
+def test_get_uses_the_files_token_only_when_it_can_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LANPEER_TOKEN", raising=False)
+    closed = write(tmp_path, f'token_file = "{tmp_path}/daemon-only"\n')
+    conf = agent_config.file_settings(closed)
+    args = agent_cli.build_parser().parse_args(["get", "http://o/f"])
+    token, problem = agent_cli._local_token(args, conf)
+    assert token is None
+    assert problem.startswith(f"cannot read the token file {tmp_path}/daemon-only")
+    (tmp_path / "daemon-only").write_text("t0k\n")
+    assert agent_cli._local_token(args, conf) == ("t0k", "")
+    monkeypatch.setenv("LANPEER_TOKEN", "from-env")
+    assert agent_cli._local_token(args, conf) == ("from-env", "")
+    # A token file named on the command line must be readable.
+    args = agent_cli.build_parser().parse_args(
+        ["get", "http://o/f", "--token-file", str(tmp_path / "absent")]
+    )
+    with pytest.raises(TrackerError, match="cannot read the token file"):
+        agent_cli._local_token(args, conf)
