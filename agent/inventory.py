@@ -333,7 +333,10 @@ class Inventory:
             self._warn_once(Path(exc.filename or root), f"cannot list it ({exc.strerror})")
 
         for dirpath, _dirnames, filenames in os.walk(root, onerror=warn_dir, followlinks=False):
+            names = set(filenames)
             for filename in filenames:
+                if _is_download_in_progress(filename, names):
+                    continue
                 path = Path(dirpath, filename)
                 try:
                     lst = os.lstat(path)
@@ -414,3 +417,9 @@ def _valid_name(name: str) -> bool:
     except InvalidArgument:
         return False
     return True
+
+
+def _is_download_in_progress(name: str, names: set[str]) -> bool:
+    """A download into a shared directory (PATH.part, and its control file PATH.part.lanpeer)
+    is not shared until it is finished: its pieces are served from the download itself."""
+    return name.endswith(".part.lanpeer") or (name.endswith(".part") and f"{name}.lanpeer" in names)

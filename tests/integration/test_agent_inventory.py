@@ -96,6 +96,21 @@ def test_empty_file_is_shared(share: Path, cache: HashCache) -> None:
     blob.file.close()
 
 
+def test_a_download_under_way_in_a_share_is_not_shared_until_it_is_done(
+    share: Path, cache: HashCache
+) -> None:
+    (share / "big.iso.part").write_bytes(b"half")
+    (share / "big.iso.part.lanpeer").write_bytes(b"{}")
+    (share / "other.part").write_bytes(b"someone else's")
+    inv = Inventory([share], cache)
+    inv.scan()
+    assert digests(inv) == {sha(b"someone else's")}
+    (share / "big.iso.part.lanpeer").unlink()
+    (share / "big.iso.part").rename(share / "big.iso")
+    inv.scan()
+    assert digests(inv) == {sha(b"someone else's"), sha(b"half")}
+
+
 def test_symlinks_inside_the_share_are_followed_and_escapes_skipped(
     share: Path, tmp_path: Path, cache: HashCache, caplog: pytest.LogCaptureFixture
 ) -> None:
