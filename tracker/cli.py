@@ -19,6 +19,7 @@ from tracker.model import (
     ContentDetails,
     ContentQuery,
     DigestQuery,
+    Fetched,
     FileSummary,
     NameQuery,
     SourceQuery,
@@ -36,6 +37,7 @@ from tracker.server import TrackerConfig, TrackerServer
 
 PROG = "lanpeer-tracker"
 DEFAULT_TRACKER = "127.0.0.1:7070"
+DEFAULT_METRICS_LISTEN = "0.0.0.0:7072"
 
 
 def default_db_path() -> Path:
@@ -48,6 +50,10 @@ def host_port(value: str) -> str:
     except InvalidArgument:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT") from None
     return value
+
+
+def host_port_or_off(value: str) -> str:
+    return value and host_port(value)
 
 
 # ----------------------------------------------------------------------------- run
@@ -64,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         heartbeat_interval=args.heartbeat_interval,
         handout_policy=args.handout_policy,
+        metrics_listen=args.metrics_listen or None,
     )
     return run_until_signalled(TrackerServer(config), PROG)
 
@@ -311,7 +318,20 @@ def _stats_json(s: Stats) -> dict[str, Any]:
         "bad_source_reports": s.bad_source_reports,
         "swarms": s.swarms,
         "swarm_members": s.swarm_members,
+        "bytes_from_peers": s.fetched.from_peers,
+        "bytes_from_origin": s.fetched.from_origin,
+        "origin_offload": None if s.fetched.offload is None else round(s.fetched.offload, 4),
     }
+
+
+def offload_line(fetched: Fetched) -> str:
+    """How much of what agents fetched came from peers rather than the origin."""
+    if fetched.offload is None:
+        return "no downloads reported yet"
+    return (
+        f"{fetched.offload * 100:.1f} % ({human_size(fetched.from_peers)} of "
+        f"{human_size(fetched.total)} fetched came from peers)"
+    )
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -331,6 +351,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ["URL mappings", str(stats.sources)],
         ["bad-source reports", str(stats.bad_source_reports)],
         ["swarms", f"{stats.swarms} ({plural(stats.swarm_members, 'member')})"],
+        ["origin offload", offload_line(stats.fetched)],
     ]
     width = max(len(r[0]) for r in rows)
     for key, value in rows:
@@ -392,6 +413,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=POLICY_NAMES,
         default=DEFAULT_POLICY,
         help="the order holders are handed out in (default: %(default)s)",
+    )
+    run.add_argument(
+        "--metrics-listen",
+        type=host_port_or_off,
+        default=DEFAULT_METRICS_LISTEN,
+        metavar="HOST:PORT",
+        help="where to serve Prometheus metrics over HTTP at /metrics, without a token: counts only "
+        "(default: %(default)s; an empty value serves none)",
     )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     run.set_defaults(handler=cmd_run)
