@@ -22,12 +22,14 @@ from agent.identity import load_agent_id
 from agent.inventory import Inventory
 from agent.job import GetRequest, Progress, Summary
 from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer
+from agent.metrics import AgentFigures, AgentMetrics
 from agent.partials import PartialBlob, PartialBlobs
 from agent.rangeserver import RangeServer, RangeServerConfig
 from agent.reporter import Reporter
+from agent.traffic import Traffic
 from tracker.client import TrackerClient
 from tracker.errors import InvalidArgument, TrackerError
-from tracker.model import AgentInfo, Load, check_http_url, split_host_port
+from tracker.model import AgentInfo, Fetched, Load, check_http_url, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ class Daemon:
         )
         # What the range server serves: shared and fetched files, and downloads under way.
         self.blobs = PartialBlobs(self.inventory)
+        # What this daemon's downloads fetched since it started, for the metrics and the tracker.
+        self.traffic = Traffic()
+        self.metrics = AgentMetrics(self.figures)
         host, port = split_host_port(config.listen, "listen")
         self.server = RangeServer(
             RangeServerConfig(
@@ -99,6 +104,7 @@ class Daemon:
                 upload_limit=config.upload_limit,
             ),
             self.blobs,
+            metrics=self.metrics.render,
         )
         self.reporter: Reporter | None = None
         self.base_url = ""
@@ -109,7 +115,34 @@ class Daemon:
         self._stopped = False
 
     def load(self) -> Load:
-        return Load(active_uploads=self.server.active_uploads)
+        with self._downloads_lock:
+            downloads = len(self._downloads)
+        return Load(active_uploads=self.server.active_uploads, active_downloads=downloads)
+
+    def fetched(self) -> Fetched:
+        return self.traffic.totals().fetched
+
+    def figures(self) -> AgentFigures:
+        """What the metrics show, read from the parts that count it."""
+        shared_files, shared_bytes = self.inventory.shared()
+        backlog_files, backlog_bytes = self.inventory.hashing_backlog
+        with self._downloads_lock:
+            downloads = len(self._downloads)
+        return AgentFigures(
+            served_bytes=self.server.bytes_served,
+            active_uploads=self.server.active_uploads,
+            max_uploads=self.config.max_uploads,
+            uploads_refused=self.server.uploads_refused,
+            active_downloads=downloads,
+            traffic=self.traffic.totals(),
+            shared_files=shared_files,
+            shared_bytes=shared_bytes,
+            hashing_backlog_files=backlog_files,
+            hashing_backlog_bytes=backlog_bytes,
+            hashed_files=self.inventory.files_hashed,
+            hashed_bytes=self.inventory.bytes_hashed,
+            tracker_connected=self.reporter is not None and self.reporter.connected,
+        )
 
     def start(self) -> None:
         try:
@@ -138,7 +171,7 @@ class Daemon:
         except (TrackerError, InvalidArgument) as exc:
             self.stop()
             raise AgentError(str(exc)) from None
-        self.reporter = Reporter(client, info, self.inventory, self.load)
+        self.reporter = Reporter(client, info, self.inventory, self.load, fetched=self.fetched)
         self.reporter.start()
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
@@ -183,7 +216,7 @@ class Daemon:
 
         sharing = _DownloadSharing(self.blobs)
         try:
-            fetched = get(request, progress, cancelled, sharing)
+            fetched = get(request, progress, cancelled, sharing, self.traffic)
         except BaseException:
             sharing.withdraw(None)
             raise
@@ -199,7 +232,7 @@ class Daemon:
         return summary
 
     def status(self) -> AgentStatus:
-        _, holdings = self.inventory.snapshot()
+        files, bytes_held = self.inventory.shared()
         with self._downloads_lock:
             downloads = tuple(self._downloads.values())
         return AgentStatus(
@@ -207,8 +240,8 @@ class Daemon:
             version=__version__,
             base_url=self.base_url,
             shares=tuple(str(root) for root in self.inventory.roots),
-            files=len(holdings),
-            bytes_held=sum(h.size for h in holdings.values()),
+            files=files,
+            bytes_held=bytes_held,
             active_uploads=self.server.active_uploads,
             bytes_served=self.server.bytes_served,
             tracker=self.config.tracker or "",

@@ -43,6 +43,7 @@ from agent.fetch import HttpFetcher, OriginInfo
 from agent.job import Progress, Summary
 from agent.planner import Assignment, Failure, NoSourceLeft, Planner, Policy, Source, SourceKind
 from agent.swarm import SwarmAccess, SwarmSession
+from agent.traffic import Traffic
 from tracker.model import (
     SWARM_MEMBERS_SHOWN,
     Manifest,
@@ -205,10 +206,12 @@ class Downloader:
         clock: Callable[[], float] = time.monotonic,
         swarm: SwarmAccess | None = None,
         sharing: Sharing | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._swarm = swarm
         self._sharing = sharing
+        self._traffic = traffic
         self._cancelled = cancelled or threading.Event()
         self._buffers = threading.local()
         self._report_bad = report_bad
@@ -480,6 +483,8 @@ class Downloader:
             return _Result(a, Failure.FAILED, error=exc)
         digest = hashlib.sha256(view).digest()
         if expected is not None and digest != expected:
+            if self._traffic is not None:
+                self._traffic.hash_failed(_kind_of(source))
             if isinstance(source, Peer):
                 return _Result(a, Failure.CORRUPT, digest=digest, bitmap=bitmap)
             # The swarm's hash came from another machine's copy from the origin.
@@ -507,6 +512,8 @@ class Downloader:
         if result.bitmap is not None and len(result.bitmap) == bitmap_len(len(run.sizes)):
             run.planner.update_source(a.source, result.bitmap)
         if result.failure is None:
+            if self._traffic is not None:
+                self._traffic.fetched(_kind_of(run.sources[a.source]), run.sizes[a.piece])
             if a.piece not in run.done:
                 run.done.add(a.piece)
                 run.done_bytes += run.sizes[a.piece]
@@ -549,7 +556,7 @@ class Downloader:
         run.done.clear()
         run.done_bytes = 0
         run.piece_hashes.clear()
-        pieces = _InOrderPieces(run)
+        pieces = _InOrderPieces(run, self._traffic)
 
         def sink(chunk: memoryview) -> None:
             if self._cancelled.is_set():
@@ -621,8 +628,9 @@ class _FileDigest:
 class _InOrderPieces:
     """Writes a stream that starts at byte 0 into the part file, and hashes it piece by piece."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _Run, traffic: Traffic | None) -> None:
         self._run = run
+        self._traffic = traffic
         self.offset = 0
         self._piece = 0
         self._hasher = hashlib.sha256()
@@ -642,7 +650,11 @@ class _InOrderPieces:
                 digest = self._hasher.digest()
                 manifest = run.plan.manifest
                 if manifest is not None and digest != manifest.piece_hash(self._piece):
+                    if self._traffic is not None:
+                        self._traffic.hash_failed(SourceKind.ORIGIN)
                     raise DownloadError(f"the origin sent piece {self._piece} with a wrong hash")
+                if self._traffic is not None:
+                    self._traffic.fetched(SourceKind.ORIGIN, run.sizes[self._piece])
                 run.piece_hashes[self._piece] = digest
                 run.done.add(self._piece)
                 run.done_bytes += run.sizes[self._piece]
@@ -650,6 +662,10 @@ class _InOrderPieces:
                 self._hasher = hashlib.sha256()
                 completed = True
         return completed
+
+
+def _kind_of(source: Peer | OriginInfo) -> SourceKind:
+    return SourceKind.PEER if isinstance(source, Peer) else SourceKind.ORIGIN
 
 
 def _with_stream(by_source: dict[str, int], streamed: int) -> dict[str, int]:

@@ -18,6 +18,7 @@ from agent.fetch import HttpFetcher
 from agent.job import AlreadyThere, GetRequest, Progress, Summary
 from agent.resolve import parse_source, resolve
 from agent.swarm import SwarmAccess
+from agent.traffic import Traffic
 from tracker.client import TrackerClient
 from tracker.errors import TrackerError
 from tracker.model import SourceRef
@@ -39,10 +40,12 @@ def get(
     on_progress: Callable[[Progress], None],
     cancelled: threading.Event | None = None,
     sharing: Sharing | None = None,
+    traffic: Traffic | None = None,
 ) -> Fetched:
     """Fetches what `request` names. With `sharing` (in the daemon, which serves the pieces
     as they are verified) the download joins its swarm as a member; without, it only
-    looks at the swarm for peers and for the origin pieces others are fetching."""
+    looks at the swarm for peers and for the origin pieces others are fetching. What it
+    fetches is counted into `traffic` as it arrives."""
     wanted = parse_source(request.source)
     tracker = None
     if request.tracker is not None:
@@ -75,6 +78,7 @@ def get(
                     cancelled=cancelled,
                     swarm=swarm,
                     sharing=sharing,
+                    traffic=traffic,
                 )
                 try:
                     options = Options(connections=request.connections, policy=request.policy)

@@ -82,6 +82,10 @@ class Inventory:
         self._changed = threading.Condition(self._lock)
         self._files: dict[Path, SharedFile] = {}
         self._by_digest: dict[str, dict[Path, SharedFile]] = {}
+        # The bytes of the distinct contents in _by_digest, each counted once.
+        self._shared_bytes = 0
+        # Files, and their bytes, the scan under way has yet to hash.
+        self._backlog = (0, 0)
         self._generation = 0
         self._warned: dict[Path, str] = {}
         self._rescan_now = threading.Event()
@@ -133,6 +137,16 @@ class Inventory:
                 name = first.name if _valid_name(first.name) else ""
                 holdings[digest] = Holding(digest, files[first].key.size, name)
             return self._generation, holdings
+
+    def shared(self) -> tuple[int, int]:
+        """How many distinct contents are served, and their bytes (each counted once)."""
+        with self._lock:
+            return len(self._by_digest), self._shared_bytes
+
+    @property
+    def hashing_backlog(self) -> tuple[int, int]:
+        """Files, and their bytes, that the scan under way has yet to hash."""
+        return self._backlog
 
     def wait_for_change(self, generation: int, timeout: float, stop: threading.Event | None = None) -> int:
         """Blocks until the generation differs from `generation`, the timeout passes, or
@@ -244,6 +258,8 @@ class Inventory:
                 if old is not None:
                     self._unlink(old)
                 self._files[shared.path] = shared
+                if shared.manifest.sha256 not in self._by_digest:
+                    self._shared_bytes += shared.key.size
                 self._by_digest.setdefault(shared.manifest.sha256, {})[shared.path] = shared
             self._bump()
 
@@ -261,6 +277,7 @@ class Inventory:
         del files[shared.path]
         if not files:
             del self._by_digest[shared.manifest.sha256]
+            self._shared_bytes -= shared.key.size
 
     def _bump(self) -> None:
         self._generation += 1
@@ -359,27 +376,32 @@ class Inventory:
         log.info("hashing %s (%s)", plural(len(to_hash), "file"), human_size(total_bytes))
         hashed = failed = done_bytes = 0
         last_report = self._clock()
-        with ManifestBuilder() as builder:
-            for i, (path, key) in enumerate(to_hash):
-                if self._stopping.is_set():
-                    break
-                manifest = self._hash_one(builder, path, key)
-                if manifest is None:
-                    failed += 1
-                else:
-                    self._cache.put(key, manifest)
-                    self._add(SharedFile(path, key, manifest))
-                    hashed += 1
-                done_bytes += key.size
-                if self._clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                    last_report = self._clock()
-                    log.info(
-                        "hashing: %d of %d files, %s of %s",
-                        i + 1,
-                        len(to_hash),
-                        human_size(done_bytes),
-                        human_size(total_bytes),
-                    )
+        self._backlog = (len(to_hash), total_bytes)
+        try:
+            with ManifestBuilder() as builder:
+                for i, (path, key) in enumerate(to_hash):
+                    if self._stopping.is_set():
+                        break
+                    manifest = self._hash_one(builder, path, key)
+                    if manifest is None:
+                        failed += 1
+                    else:
+                        self._cache.put(key, manifest)
+                        self._add(SharedFile(path, key, manifest))
+                        hashed += 1
+                    done_bytes += key.size
+                    self._backlog = (len(to_hash) - i - 1, total_bytes - done_bytes)
+                    if self._clock() - last_report >= PROGRESS_EVERY_SECONDS:
+                        last_report = self._clock()
+                        log.info(
+                            "hashing: %d of %d files, %s of %s",
+                            i + 1,
+                            len(to_hash),
+                            human_size(done_bytes),
+                            human_size(total_bytes),
+                        )
+        finally:
+            self._backlog = (0, 0)
         return hashed, failed
 
     def _hash_one(self, builder: ManifestBuilder, path: Path, key: FileKey) -> Manifest | None:

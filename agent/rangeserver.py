@@ -2,6 +2,7 @@
 
     GET|HEAD /v1/blobs/<id>   the content, with RFC 9110 ranges; its ETag is the quoted id
     GET|HEAD /v1/health       {"status": "ok", "active_uploads": N, "max_uploads": M}
+    GET|HEAD /metrics         Prometheus text, when the server was given a metrics renderer
 
 An id is 64 lowercase hex digits: the content's SHA-256, or a swarm's id; the store says
 what each names. Besides complete files, a store may hand out a download still under way
@@ -16,6 +17,10 @@ h11 parses HTTP/1.1 and this module owns the I/O, on asyncio streams in one daem
 file bytes go from the page cache to the socket with sendfile(), uploads are capped and
 rate-limited, and a client too slow to send its request or to read the answer is dropped.
 Only a response with file bytes in its body takes one of the capped upload slots.
+
+/v1/health and /metrics need no token, even when blobs do: they carry counts only (bytes,
+files, uploads), never a file's name or digest, nor anything secret, and a monitoring
+system can then scrape an agent without holding the cluster token.
 
 Ranges follow RFC 9110: an invalid Range header (or one with more than 64 ranges, or sent
 twice) is ignored and the whole blob is sent (200); one that matches no byte gets 416 with
@@ -77,11 +82,14 @@ LINGER_SECONDS = 1.0
 SERVER_NAME = "lanpeer-agent"
 OCTET_STREAM = "application/octet-stream"
 TEXT_PLAIN = "text/plain; charset=utf-8"
+# The Prometheus text format that prometheus_client's generate_latest() writes.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ALLOWED_METHODS = "GET, HEAD"
 PIECES_HEADER = "Lanpeer-Pieces"
 MISSING_HEADER = "Lanpeer-Missing"
 _BLOBS = "/v1/blobs/"
 _HEALTH = "/v1/health"
+_METRICS = "/metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +143,8 @@ class BlobStore(Protocol):
 class RangeServerConfig:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-    # When set, blob requests need `Authorization: Bearer <token>`; /v1/health stays open.
+    # When set, blob requests need `Authorization: Bearer <token>`; /v1/health and
+    # /metrics stay open.
     token: str | None = None
     max_uploads: int = 16
     # The machine's total upload rate in bytes per second, shared by all uploads.
@@ -278,23 +287,31 @@ class RangeServer:
     `start()` binds and returns; `port` is then the bound port (useful with port 0).
     `stop(grace)` refuses new connections at once, lets responses under way finish for up
     to `grace` seconds, then drops what is left and joins the thread. The server is also a
-    context manager. `clock` drives the upload rate limit.
+    context manager. `clock` drives the upload rate limit. `metrics`, when given, renders
+    the Prometheus text served at /metrics; it is called off the loop thread.
     """
 
     def __init__(
-        self, config: RangeServerConfig, store: BlobStore, clock: Callable[[], float] = time.monotonic
+        self,
+        config: RangeServerConfig,
+        store: BlobStore,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self.config = config
         self._store = store
+        self._metrics = metrics
         self._token = config.token.encode("ascii") if config.token is not None else None
         self._bucket: TokenBucket | None = None
         self._chunk = UNLIMITED_CHUNK
         if config.upload_limit is not None:
             self._chunk = limited_chunk(config.upload_limit)
             self._bucket = TokenBucket(config.upload_limit, self._chunk, clock)
-        # These two are written by the loop thread only; other threads just read them.
+        # These are written by the loop thread only; other threads just read them.
         self._active_uploads = 0
         self._bytes_served = 0
+        self._uploads_refused = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -323,6 +340,11 @@ class RangeServer:
     def bytes_served(self) -> int:
         """File bytes sent since start."""
         return self._bytes_served
+
+    @property
+    def uploads_refused(self) -> int:
+        """Requests for file bytes turned away (503) since start: every upload slot was taken."""
+        return self._uploads_refused
 
     def start(self) -> None:
         """Binds and starts serving; raises the OSError when it cannot bind."""
@@ -538,8 +560,12 @@ class RangeServer:
         close = self._stopping or not complete
         head = request.method == b"HEAD"
         path = _target_path(request.target)
+        readable = request.method in (b"GET", b"HEAD")
         if path == _HEALTH:
-            reply = self._health() if request.method in (b"GET", b"HEAD") else self._not_allowed()
+            reply = self._health() if readable else self._not_allowed()
+            status = await self._send(conn, writer, reply, head=head, close=close)
+        elif path == _METRICS and self._metrics is not None:
+            reply = await self._render_metrics(self._metrics) if readable else self._not_allowed()
             status = await self._send(conn, writer, reply, head=head, close=close)
         elif path.startswith(_BLOBS) and "/" not in path[len(_BLOBS) :]:
             status = await self._serve_blob(conn, writer, request, path[len(_BLOBS) :], close)
@@ -557,6 +583,16 @@ class RangeServer:
         doc = {"status": "ok", "active_uploads": self._active_uploads, "max_uploads": self.config.max_uploads}
         body = json.dumps(doc).encode() + b"\n"
         return _Reply(200, (("Content-Type", "application/json"),), (body,))
+
+    @staticmethod
+    async def _render_metrics(render: Callable[[], bytes]) -> _Reply:
+        """Renders off the loop thread, since the figures are read under other threads' locks."""
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, render)
+        except Exception:
+            log.exception("cannot render the metrics")
+            return _text_reply(500)
+        return _Reply(200, (("Content-Type", METRICS_CONTENT_TYPE),), (body,))
 
     @staticmethod
     def _not_allowed() -> _Reply:
@@ -630,6 +666,7 @@ class RangeServer:
         when they are all taken."""
         if self._active_uploads >= self.config.max_uploads:
             log.debug("turned away a download of %s: %d uploads under way", blob_id, self._active_uploads)
+            self._uploads_refused += 1
             busy = _text_reply(503, [("Retry-After", str(self.config.retry_after))], "too many uploads")
             return await self._send(conn, writer, busy, close=close)
         # The check above and this increment have no await between them, and the loop

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent.inventory import Inventory
 from tracker.client import TrackerClient
 from tracker.errors import PermissionDenied, TrackerError, TrackerUnavailable
-from tracker.model import AgentInfo, HeartbeatAction, Holding, Load, Manifest, SourceRef
+from tracker.model import AgentInfo, Fetched, HeartbeatAction, Holding, Load, Manifest, SourceRef
 from tracker.wire import MAX_SYNC_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Reporter:
         inventory: Inventory,
         load: Callable[[], Load],
         *,
+        fetched: Callable[[], Fetched] = Fetched,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         initial_backoff: Backoff = Backoff(),
@@ -54,6 +55,8 @@ class Reporter:
         self._info = info
         self._inventory = inventory
         self._load = load
+        # What this agent has fetched since it started, told to the tracker with each heartbeat.
+        self._fetched = fetched
         self._clock = clock
         self._rng = rng or random.Random()
         self._initial_backoff = initial_backoff
@@ -149,7 +152,9 @@ class Reporter:
         self._full_sync()
 
     def _heartbeat(self) -> None:
-        action = self._client.heartbeat(self._info.agent_id, self._tracker_generation, self._load())
+        action = self._client.heartbeat(
+            self._info.agent_id, self._tracker_generation, self._load(), self._fetched()
+        )
         if action is HeartbeatAction.REGISTER:
             log.info("the tracker lost track of this agent; registering again")
             self._registered = False

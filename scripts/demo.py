@@ -683,6 +683,8 @@ class Demo:
                 "run",
                 "--listen",
                 "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
                 "--db",
                 str(self.scratch / "tracker.db"),
                 "--token-file",

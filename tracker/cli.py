@@ -21,6 +21,7 @@ from tracker.model import (
     ContentDetails,
     ContentQuery,
     DigestQuery,
+    Fetched,
     FileSummary,
     NameQuery,
     SourceQuery,
@@ -34,7 +35,7 @@ from tracker.model import (
 from tracker.policy import DEFAULT_POLICY, POLICY_NAMES
 from tracker.process import add_log_options, configure_logging, run_command, run_until_signalled
 from tracker.render import human_age, human_size, plural, table
-from tracker.server import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LISTEN, TrackerServer
+from tracker.server import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, TrackerServer
 
 PROG = "lanpeer-tracker"
 DEFAULT_TRACKER = "127.0.0.1:7070"
@@ -46,6 +47,10 @@ def host_port(value: str) -> str:
     except InvalidArgument:
         raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT") from None
     return value
+
+
+def host_port_or_off(value: str) -> str:
+    return value and host_port(value)
 
 
 # ----------------------------------------------------------------------------- run
@@ -300,7 +305,20 @@ def _stats_json(s: Stats) -> dict[str, Any]:
         "bad_source_reports": s.bad_source_reports,
         "swarms": s.swarms,
         "swarm_members": s.swarm_members,
+        "bytes_from_peers": s.fetched.from_peers,
+        "bytes_from_origin": s.fetched.from_origin,
+        "origin_offload": None if s.fetched.offload is None else round(s.fetched.offload, 4),
     }
+
+
+def offload_line(fetched: Fetched) -> str:
+    """How much of what agents fetched came from peers rather than the origin."""
+    if fetched.offload is None:
+        return "no downloads reported yet"
+    return (
+        f"{fetched.offload * 100:.1f} % ({human_size(fetched.from_peers)} of "
+        f"{human_size(fetched.total)} fetched came from peers)"
+    )
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -320,6 +338,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ["URL mappings", str(stats.sources)],
         ["bad-source reports", str(stats.bad_source_reports)],
         ["swarms", f"{stats.swarms} ({plural(stats.swarm_members, 'member')})"],
+        ["origin offload", offload_line(stats.fetched)],
     ]
     width = max(len(r[0]) for r in rows)
     for key, value in rows:
@@ -371,6 +390,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--handout-policy",
         choices=POLICY_NAMES,
         help=f"the order holders are handed out in (default: {DEFAULT_POLICY})",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        type=host_port_or_off,
+        metavar="HOST:PORT",
+        help="where to serve Prometheus metrics over HTTP at /metrics, without a token: counts only "
+        f"(default: {DEFAULT_METRICS_LISTEN}; an empty value serves none)",
     )
     add_log_options(parser)
 

@@ -31,6 +31,7 @@ from tracker.model import (
     ContentDetails,
     ContentMatch,
     ContentQuery,
+    Fetched,
     FilePage,
     FileSummary,
     HeartbeatAction,
@@ -148,11 +149,19 @@ class TrackerClient(_Client):
         )
         return float(reply.heartbeat_interval_ms) / 1000
 
-    def heartbeat(self, agent_id: str, generation: int, load: Load) -> HeartbeatAction:
+    def heartbeat(
+        self, agent_id: str, generation: int, load: Load, fetched: Fetched | None = None
+    ) -> HeartbeatAction:
+        """Keeps the agent live; `fetched` is what it has fetched since it started."""
+        fetched = fetched or Fetched()
         reply = self._call(
             self._stub.Heartbeat,
             tracker_pb2.HeartbeatRequest(
-                agent_id=agent_id, generation=generation, load=wire.load_to_pb(load)
+                agent_id=agent_id,
+                generation=generation,
+                load=wire.load_to_pb(load),
+                bytes_from_peers=fetched.from_peers,
+                bytes_from_origin=fetched.from_origin,
             ),
         )
         return wire.action_from_pb(reply.action)

@@ -25,7 +25,7 @@ from tracker.configfile import (
 from tracker.errors import TrackerError
 from tracker.policy import POLICY_NAMES
 from tracker.process import LOG_FORMATS, LOG_LEVELS, state_home
-from tracker.server import TrackerConfig
+from tracker.server import DEFAULT_METRICS_LISTEN, TrackerConfig
 
 DEFAULT_CONFIG = Path("/etc/lanpeer/tracker.toml")
 
@@ -39,6 +39,7 @@ FILE_KEYS: Mapping[str, Convert] = {
     "tls_key": path,
     "heartbeat_interval": number,
     "handout_policy": one_of(*POLICY_NAMES),
+    "metrics_listen": text,
     "log_level": one_of(*LOG_LEVELS),
     "log_format": one_of(*LOG_FORMATS),
 }
@@ -60,6 +61,8 @@ def load(args: argparse.Namespace) -> tuple[TrackerConfig, dict[str, Setting | N
     values["cluster_token"] = read_token(values.pop("token_file", None), "LANPEER_TOKEN")
     values["admin_token"] = read_token(values.pop("admin_token_file", None), "LANPEER_ADMIN_TOKEN")
     values.setdefault("db", default_db_path())
+    # The library serves no metrics unless asked; the command serves them unless told "".
+    values["metrics_listen"] = values.get("metrics_listen", DEFAULT_METRICS_LISTEN) or None
     try:
         config = TrackerConfig(**values)
     except TrackerError as exc:

@@ -310,6 +310,35 @@ class Load:
                 raise InvalidArgument(f"load.{what}: {value} is out of range")
 
 
+# The most bytes an agent may say it fetched since it started: 8 PiB, far more than a
+# machine fetches, and still exact as a float (Prometheus' number type).
+MAX_REPORTED_FETCH = 2**53
+MAX_UINT64 = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """Bytes fetched from other agents and from origins: one agent's since it started, or
+    the cluster's since the tracker started."""
+
+    from_peers: int = 0
+    from_origin: int = 0
+
+    def __post_init__(self) -> None:
+        for what, value in (("from_peers", self.from_peers), ("from_origin", self.from_origin)):
+            if not 0 <= value <= MAX_UINT64:
+                raise InvalidArgument(f"bytes {what}: {value} is out of range")
+
+    @property
+    def total(self) -> int:
+        return self.from_peers + self.from_origin
+
+    @property
+    def offload(self) -> float | None:
+        """The share that came from peers rather than the origin; None before any byte."""
+        return self.from_peers / self.total if self.total else None
+
+
 @dataclass(frozen=True, slots=True)
 class AgentInfo:
     agent_id: str
@@ -412,6 +441,8 @@ class Stats:
     bad_source_reports: int
     swarms: int = 0
     swarm_members: int = 0
+    # What agents reported fetching since the tracker started.
+    fetched: Fetched = Fetched()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from tracker.model import (
     ContentDetails,
     ContentMatch,
     ContentQuery,
+    Fetched,
     FilePage,
     HeartbeatAction,
     Holding,
@@ -33,6 +34,7 @@ from tracker.model import (
     SyncResult,
     check_sha256,
 )
+from tracker.offload import OffloadTally
 from tracker.policy import HandoutPolicy
 from tracker.store import Store, StoreError
 from tracker.swarm import Swarms
@@ -45,6 +47,7 @@ class Registry:
         self._index = index
         self._store = store
         self._swarms = swarms or Swarms()
+        self._offload = OffloadTally()
         self._lock = threading.Lock()
         self._restore()
 
@@ -82,9 +85,16 @@ class Registry:
             self._store.save_agent(info)
         log.info("agent %s registered from %s (%s)", info.agent_id, info.hostname, info.base_url)
 
-    def heartbeat(self, agent_id: str, generation: int, load: Load) -> HeartbeatAction:
+    def heartbeat(
+        self, agent_id: str, generation: int, load: Load, fetched: Fetched | None = None
+    ) -> HeartbeatAction:
+        """Keeps a registered agent live; `fetched` is what it reported fetching since it
+        started, counted into the cluster's offload (None: it reported nothing)."""
         with self._lock:
-            return self._index.heartbeat(agent_id, generation, load)
+            action = self._index.heartbeat(agent_id, generation, load)
+            if fetched is not None and action is not HeartbeatAction.REGISTER:
+                self._offload.report(agent_id, fetched)
+            return action
 
     def sync(
         self,
@@ -106,6 +116,7 @@ class Registry:
         with self._lock:
             self._index.leave(agent_id)
             self._swarms.drop_agent(agent_id, self._index.now())
+            self._offload.forget(agent_id)
         log.info("agent %s left", agent_id)
 
     def evict(self, agent_id: str, *, ban: bool) -> int:
@@ -202,7 +213,9 @@ class Registry:
     def stats(self) -> Stats:
         with self._lock:
             swarms, members = self._swarms.stats()
-            return dataclasses.replace(self._index.stats(), swarms=swarms, swarm_members=members)
+            return dataclasses.replace(
+                self._index.stats(), swarms=swarms, swarm_members=members, fetched=self._offload.totals
+            )
 
     def sweep(self) -> None:
         with self._lock:

@@ -12,12 +12,15 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
+from prometheus_client import start_http_server
 
 from lanpeer.v1 import admin_pb2_grpc, tracker_pb2_grpc
-from tracker.errors import TrackerError
+from tracker.errors import InvalidArgument, TrackerError
 from tracker.index import Index
+from tracker.metrics import TrackerMetrics
 from tracker.model import split_host_port
 from tracker.policy import DEFAULT_POLICY, policy_named
 from tracker.process import LOG_FORMATS, LOG_LEVELS
@@ -30,6 +33,7 @@ from tracker.wire import CHANNEL_OPTIONS
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_SECONDS = 60.0
+DEFAULT_METRICS_LISTEN = "0.0.0.0:7072"
 DEFAULT_LISTEN = "0.0.0.0:7070"
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
@@ -47,8 +51,15 @@ class TrackerConfig:
     workers: int = 16
     log_level: str = "info"
     log_format: str = "text"
+    # Where to serve the Prometheus metrics over HTTP (GET /metrics); None serves none.
+    metrics_listen: str | None = None
 
     def __post_init__(self) -> None:
+        if self.metrics_listen is not None:
+            try:
+                split_host_port(self.metrics_listen, "metrics_listen")
+            except InvalidArgument as exc:
+                raise TrackerError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise TrackerError("tls_cert and tls_key go together: TLS needs both --tls-cert and --tls-key")
         if not 0.05 <= self.heartbeat_interval <= 3600:
@@ -107,6 +118,7 @@ class TrackerServer:
             rng=rng,
         )
         self.registry = Registry(index, Store(config.db), Swarms(rng=rng))
+        self.metrics = TrackerMetrics(self.registry.stats)
         self._executor = futures.ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix="tracker-rpc"
         )
@@ -115,12 +127,13 @@ class TrackerServer:
             options=(*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)),
         )
         tracker_pb2_grpc.add_TrackerServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            TrackerServicer(self.registry, config.cluster_token), self._server
+            TrackerServicer(self.registry, config.cluster_token, self.metrics), self._server
         )
         admin_pb2_grpc.add_TrackerAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             TrackerAdminServicer(self.registry, config.admin_token), self._server
         )
         self.port = self._bind()
+        self._metrics_server = self._serve_metrics()
         self._stopped = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="tracker-sweeper", daemon=True)
 
@@ -149,16 +162,41 @@ class TrackerServer:
             raise TrackerError(f"cannot listen on {address}: the address is in use or not valid")
         return int(port)
 
+    def _serve_metrics(self) -> tuple[WSGIServer, threading.Thread] | None:
+        """Starts prometheus_client's HTTP server for the metrics; it serves at once, from
+        a thread of its own."""
+        address = self.config.metrics_listen
+        if address is None:
+            return None
+        host, port = split_host_port(address, "metrics listen")
+        try:
+            return start_http_server(port, host or "0.0.0.0", registry=self.metrics.registry)
+        except OSError as exc:
+            self._server.stop(None)
+            self.registry.close()
+            reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise TrackerError(f"cannot serve metrics on {address}: {reason}") from None
+
     @property
     def address(self) -> str:
         host = self.config.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str | None:
+        """HOST:PORT of the metrics endpoint, with the bound port; None when not served."""
+        if self._metrics_server is None or self.config.metrics_listen is None:
+            return None
+        host = self.config.metrics_listen.rsplit(":", 1)[0]
+        return f"{host}:{self._metrics_server[0].server_port}"
 
     def start(self) -> None:
         self._server.start()
         self._sweeper.start()
         scheme = "TLS" if self.config.tls_cert else "plaintext"
         log.info("tracker listening on %s (%s)", self.address, scheme)
+        if self.metrics_address is not None:
+            log.info("metrics at http://%s/metrics", self.metrics_address)
         if self.config.cluster_token is None:
             log.warning(
                 "no cluster token configured: any machine that can reach this port may act as an agent"
@@ -176,6 +214,11 @@ class TrackerServer:
         """Stops taking calls, lets those under way finish within `grace` seconds, and
         closes the store."""
         self._stopped.set()
+        if self._metrics_server is not None:
+            httpd, thread = self._metrics_server
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join()
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True)
         if self._sweeper.is_alive():

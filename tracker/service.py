@@ -22,6 +22,7 @@ from tracker.errors import (
     TrackerError,
     Unauthenticated,
 )
+from tracker.metrics import TrackerMetrics
 from tracker.model import MAX_REASON_LEN, UrlQuery, check_agent_id, check_sha256, check_text
 from tracker.policy import policy_named
 from tracker.registry import Registry
@@ -85,9 +86,10 @@ class _Servicer:
 class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
     token_kind = "cluster"
 
-    def __init__(self, registry: Registry, token: str | None) -> None:
+    def __init__(self, registry: Registry, token: str | None, metrics: TrackerMetrics) -> None:
         self._registry = registry
         self.token = token
+        self._metrics = metrics
 
     def _interval_ms(self) -> int:
         return max(1, round(self._registry.heartbeat_interval * 1000))
@@ -101,7 +103,10 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
     def Heartbeat(self, request: tracker_pb2.HeartbeatRequest, context: Any) -> tracker_pb2.HeartbeatResponse:
         check_agent_id(request.agent_id)
         action = self._registry.heartbeat(
-            request.agent_id, request.generation, wire.load_from_pb(request.load)
+            request.agent_id,
+            request.generation,
+            wire.load_from_pb(request.load),
+            wire.fetched_from_pb(request),
         )
         return tracker_pb2.HeartbeatResponse(
             action=wire.action_to_pb(action), heartbeat_interval_ms=self._interval_ms()
@@ -130,12 +135,19 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
             raise InvalidArgument("query.url: name the version wanted with query.source instead")
         if request.requester_agent_id:
             check_agent_id(request.requester_agent_id, "requester_agent_id")
-        matches = self._registry.locate(
-            query,
-            max_holders=request.max_holders or DEFAULT_MAX_HOLDERS,
-            policy=policy_named(request.policy) if request.policy else None,
-            requester=request.requester_agent_id,
-        )
+        policy = policy_named(request.policy) if request.policy else None
+        started = self._metrics.locate_started()
+        try:
+            matches = self._registry.locate(
+                query,
+                max_holders=request.max_holders or DEFAULT_MAX_HOLDERS,
+                policy=policy,
+                requester=request.requester_agent_id,
+            )
+        except TrackerError:
+            self._metrics.locate_done(started, None)
+            raise
+        self._metrics.locate_done(started, len(matches))
         return tracker_pb2.LocateResponse(matches=[wire.match_to_pb(m) for m in matches])
 
     @_rpc
@@ -173,6 +185,7 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
             piece_index=request.piece_index,
             reason=request.reason,
         )
+        self._metrics.bad_source_reported()
         return tracker_pb2.ReportBadSourceResponse(holder_report_count=total)
 
     @_rpc
@@ -183,7 +196,9 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer, _Servicer):
 
     @_rpc
     def Announce(self, request: tracker_pb2.AnnounceRequest, context: Any) -> tracker_pb2.AnnounceResponse:
-        return wire.swarm_view_to_pb(self._registry.announce(wire.announce_from_pb(request)))
+        view = self._registry.announce(wire.announce_from_pb(request))
+        self._metrics.announced()
+        return wire.swarm_view_to_pb(view)
 
 
 class TrackerAdminServicer(admin_pb2_grpc.TrackerAdminServiceServicer, _Servicer):

@@ -15,6 +15,7 @@ from tracker.errors import InvalidArgument
 from tracker.model import (
     HASH_LEN,
     MAX_PIECE_COUNT,
+    MAX_REPORTED_FETCH,
     AgentInfo,
     AgentStatus,
     Announce,
@@ -22,6 +23,7 @@ from tracker.model import (
     ContentMatch,
     ContentQuery,
     DigestQuery,
+    Fetched,
     FilePage,
     FileSummary,
     HeartbeatAction,
@@ -151,6 +153,14 @@ def load_to_pb(load: Load) -> tracker_pb2.Load:
 
 def load_from_pb(pb: tracker_pb2.Load) -> Load:
     return Load(pb.active_uploads, pb.active_downloads)
+
+
+def fetched_from_pb(pb: tracker_pb2.HeartbeatRequest) -> Fetched:
+    reported = (("bytes_from_peers", pb.bytes_from_peers), ("bytes_from_origin", pb.bytes_from_origin))
+    for what, value in reported:
+        if value > MAX_REPORTED_FETCH:
+            raise InvalidArgument(f"{what}: {value} is more than an agent can have fetched")
+    return Fetched(pb.bytes_from_peers, pb.bytes_from_origin)
 
 
 # ------------------------------------------------------------------- TrackerService
@@ -468,6 +478,8 @@ def stats_to_pb(stats: Stats) -> admin_pb2.GetStatsResponse:
         bad_source_reports=stats.bad_source_reports,
         swarms=stats.swarms,
         swarm_members=stats.swarm_members,
+        bytes_from_peers=stats.fetched.from_peers,
+        bytes_from_origin=stats.fetched.from_origin,
     )
 
 
@@ -484,4 +496,5 @@ def stats_from_pb(pb: admin_pb2.GetStatsResponse) -> Stats:
         bad_source_reports=pb.bad_source_reports,
         swarms=pb.swarms,
         swarm_members=pb.swarm_members,
+        fetched=Fetched(pb.bytes_from_peers, pb.bytes_from_origin),
     )

@@ -183,6 +183,8 @@ def running_tracker(workdir: Path, *, pin: bool) -> Iterator[Tracker]:
         "run",
         "--listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--db",
         str(workdir / "tracker.db"),
         "--heartbeat-interval",

@@ -92,6 +92,8 @@ class Tracker:
 
     address: str
     config: TrackerConfig
+    # HOST:PORT of its metrics endpoint, when config.metrics_listen asks for one.
+    metrics_address: str | None = None
 
     @property
     def port(self) -> int:
@@ -114,7 +116,7 @@ class Trackers:
 
     def start_with(self, config: TrackerConfig) -> Tracker:
         server = TrackerServer(config)
-        handle = Tracker(server.address, config)
+        handle = Tracker(server.address, config, server.metrics_address)
         self._running[handle] = server
         server.start()
         return handle

@@ -171,6 +171,9 @@ def test_stats_json(cluster):
         "bad_source_reports": 0,
         "swarms": 0,
         "swarm_members": 0,
+        "bytes_from_peers": 0,
+        "bytes_from_origin": 0,
+        "origin_offload": None,
     }
 
 
@@ -236,6 +239,7 @@ def test_stats_text(cluster):
         "URL mappings": "1",
         "bad-source reports": "0",
         "swarms": "0 (0 members)",
+        "origin offload": "no downloads reported yet",
     }
 
 

@@ -167,6 +167,40 @@ def test_same_content_twice_is_one_holding_and_survives_one_copy_going(share: Pa
     blob.file.close()
 
 
+def test_the_hashing_backlog_counts_down_as_files_are_hashed(
+    share: Path, cache: HashCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, size in (("a", 1000), ("b", 2000), ("c", 3000)):
+        (share / name).write_bytes(os.urandom(size))
+    inv = Inventory([share], cache)
+    seen = []
+    hash_one = inv._hash_one
+
+    def watched(*args):
+        seen.append(inv.hashing_backlog)
+        return hash_one(*args)
+
+    monkeypatch.setattr(inv, "_hash_one", watched)
+    assert inv.hashing_backlog == (0, 0)
+    inv.scan()
+    # The order of the files is the walk's; the counts go down by one file and its size.
+    assert [files for files, _ in seen] == [3, 2, 1]
+    assert seen[0][1] == 6000
+    assert sorted(a - b for (_, a), (_, b) in zip(seen, [*seen[1:], (0, 0)], strict=True)) == [
+        1000,
+        2000,
+        3000,
+    ]
+    assert inv.hashing_backlog == (0, 0)
+    assert inv.shared() == (3, 6000)
+    (share / "d").write_bytes((share / "a").read_bytes())
+    inv.scan()
+    assert inv.shared() == (3, 6000), "a second copy of a content is not counted again"
+    (share / "b").unlink()
+    inv.scan()
+    assert inv.shared() == (2, 4000)
+
+
 def test_a_missing_share_is_a_clear_error(tmp_path: Path, cache: HashCache) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         Inventory([tmp_path / "nope"], cache)

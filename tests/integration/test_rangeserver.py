@@ -445,6 +445,7 @@ def test_the_upload_cap_turns_away_the_next_download_with_retry_after(serve: Ser
         assert request(server, blob(), method="HEAD")[0] == 200
         assert request(server, blob(UNKNOWN_SHA))[0] == 404
         assert request(server, blob(), {"Range": f"bytes={len(DATA)}-"})[0] == 416
+        assert server.uploads_refused == 1
         status, _, body = request(server, "/v1/health")
         assert json.loads(body) == {"status": "ok", "active_uploads": 2, "max_uploads": 2}
         stalled.pop().close()

@@ -155,7 +155,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("live_agents", "dead_agents", "banned_agents", "distinct_files", "holdings", "bytes_held", "manifests", "sources", "bad_source_reports", "swarms", "swarm_members")
+    __slots__ = ("live_agents", "dead_agents", "banned_agents", "distinct_files", "holdings", "bytes_held", "manifests", "sources", "bad_source_reports", "swarms", "swarm_members", "bytes_from_peers", "bytes_from_origin")
     LIVE_AGENTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_AGENTS_FIELD_NUMBER: _ClassVar[int]
     BANNED_AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,8 @@ class GetStatsResponse(_message.Message):
     BAD_SOURCE_REPORTS_FIELD_NUMBER: _ClassVar[int]
     SWARMS_FIELD_NUMBER: _ClassVar[int]
     SWARM_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_PEERS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     live_agents: int
     dead_agents: int
     banned_agents: int
@@ -178,4 +180,6 @@ class GetStatsResponse(_message.Message):
     bad_source_reports: int
     swarms: int
     swarm_members: int
-    def __init__(self, live_agents: _Optional[int] = ..., dead_agents: _Optional[int] = ..., banned_agents: _Optional[int] = ..., distinct_files: _Optional[int] = ..., holdings: _Optional[int] = ..., bytes_held: _Optional[int] = ..., manifests: _Optional[int] = ..., sources: _Optional[int] = ..., bad_source_reports: _Optional[int] = ..., swarms: _Optional[int] = ..., swarm_members: _Optional[int] = ...) -> None: ...
+    bytes_from_peers: int
+    bytes_from_origin: int
+    def __init__(self, live_agents: _Optional[int] = ..., dead_agents: _Optional[int] = ..., banned_agents: _Optional[int] = ..., distinct_files: _Optional[int] = ..., holdings: _Optional[int] = ..., bytes_held: _Optional[int] = ..., manifests: _Optional[int] = ..., sources: _Optional[int] = ..., bad_source_reports: _Optional[int] = ..., swarms: _Optional[int] = ..., swarm_members: _Optional[int] = ..., bytes_from_peers: _Optional[int] = ..., bytes_from_origin: _Optional[int] = ...) -> None: ...

@@ -46,14 +46,18 @@ class Load(_message.Message):
     def __init__(self, active_uploads: _Optional[int] = ..., active_downloads: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "generation", "load")
+    __slots__ = ("agent_id", "generation", "load", "bytes_from_peers", "bytes_from_origin")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_PEERS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     generation: int
     load: Load
-    def __init__(self, agent_id: _Optional[str] = ..., generation: _Optional[int] = ..., load: _Optional[_Union[Load, _Mapping]] = ...) -> None: ...
+    bytes_from_peers: int
+    bytes_from_origin: int
+    def __init__(self, agent_id: _Optional[str] = ..., generation: _Optional[int] = ..., load: _Optional[_Union[Load, _Mapping]] = ..., bytes_from_peers: _Optional[int] = ..., bytes_from_origin: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("action", "heartbeat_interval_ms")
