@@ -13,6 +13,7 @@ from typing import Any
 from agent.errors import ConfigError
 from agent.ranges import parse_rate
 from tracker.errors import InvalidArgument
+from tracker.mdns import check_cluster, check_interface_choices
 from tracker.model import split_host_port
 from tracker.process import state_home
 
@@ -36,10 +37,22 @@ class AgentConfig:
     upload_limit: int | None = None
     rescan_interval: float = 60.0
     log_level: str = "info"
+    # With no tracker configured: the cluster whose tracker to find over mDNS (None: the
+    # only one visible), whether to look at all (on by default in `lanpeer-agent run`),
+    # and on which interfaces (names or IPv4 addresses; empty is all).
+    cluster: str | None = None
+    mdns: bool = False
+    mdns_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.shares:
             raise ConfigError("nothing to share: give at least one --share DIR")
+        try:
+            if self.cluster is not None:
+                check_cluster(self.cluster)
+            check_interface_choices(self.mdns_interfaces)
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
         for what, value in (("listen", self.listen), ("tracker", self.tracker)):
             if value is None:
                 continue
@@ -61,6 +74,12 @@ def _path_list(value: Any) -> tuple[Path, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError("a list of paths")
     return tuple(Path(v) for v in value)
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("a list of text")
+    return tuple(value)
 
 
 def _typed(kind: type, description: str) -> Callable[[Any], Any]:
@@ -97,6 +116,9 @@ FILE_KEYS: Mapping[str, Callable[[Any], Any]] = {
     "upload_limit": _rate,
     "rescan_interval": _number,
     "log_level": _typed(str, "text"),
+    "cluster": _typed(str, "text"),
+    "mdns": _typed(bool, "true or false"),
+    "mdns_interfaces": _text_list,
 }
 
 

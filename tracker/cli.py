@@ -14,6 +14,7 @@ from tracker import __version__
 from tracker.auth import read_token
 from tracker.client import AdminClient
 from tracker.errors import InvalidArgument, TrackerError
+from tracker.mdns import DEFAULT_CLUSTER
 from tracker.model import (
     AgentStatus,
     ContentDetails,
@@ -64,6 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         heartbeat_interval=args.heartbeat_interval,
         handout_policy=args.handout_policy,
+        cluster=args.cluster,
+        mdns=not args.no_mdns,
+        mdns_interfaces=tuple(args.mdns_interface or ()),
     )
     return run_until_signalled(TrackerServer(config), PROG)
 
@@ -392,6 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=POLICY_NAMES,
         default=DEFAULT_POLICY,
         help="the order holders are handed out in (default: %(default)s)",
+    )
+    run.add_argument(
+        "--cluster",
+        default=DEFAULT_CLUSTER,
+        metavar="NAME",
+        help="the name agents find this tracker by over mDNS (default: %(default)s)",
+    )
+    run.add_argument("--no-mdns", action="store_true", help="do not advertise this tracker over mDNS")
+    run.add_argument(
+        "--mdns-interface",
+        action="append",
+        metavar="NAME_OR_ADDRESS",
+        help="advertise on this interface only (repeat for several; default: all)",
     )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     run.set_defaults(handler=cmd_run)

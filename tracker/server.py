@@ -16,8 +16,10 @@ from pathlib import Path
 import grpc
 
 from lanpeer.v1 import admin_pb2_grpc, tracker_pb2_grpc
-from tracker.errors import TrackerError
+from tracker.advertise import Advertiser
+from tracker.errors import InvalidArgument, TrackerError
 from tracker.index import Index
+from tracker.mdns import DEFAULT_CLUSTER, check_cluster, check_interface_choices
 from tracker.model import split_host_port
 from tracker.policy import DEFAULT_POLICY, policy_named
 from tracker.registry import Registry
@@ -42,8 +44,19 @@ class TrackerConfig:
     heartbeat_interval: float = 10.0
     handout_policy: str = DEFAULT_POLICY
     workers: int = 16
+    # The name agents pick this tracker by when several share a LAN segment.
+    cluster: str = DEFAULT_CLUSTER
+    # Advertise over mDNS/DNS-SD; off by default here, on by default in `lanpeer-tracker run`.
+    mdns: bool = False
+    # The interfaces (names or IPv4 addresses) the advert goes out on; empty is all of them.
+    mdns_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        try:
+            check_cluster(self.cluster)
+            check_interface_choices(self.mdns_interfaces, "--mdns-interface")
+        except InvalidArgument as exc:
+            raise TrackerError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise TrackerError("TLS needs both --tls-cert and --tls-key")
         if not 0.05 <= self.heartbeat_interval <= 3600:
@@ -109,6 +122,17 @@ class TrackerServer:
         self.port = self._bind()
         self._stopped = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="tracker-sweeper", daemon=True)
+        self.advertiser: Advertiser | None = None
+        if config.mdns:
+            self.advertiser = Advertiser(
+                cluster=config.cluster,
+                port=self.port,
+                tls=config.tls_cert is not None,
+                listen_host=split_host_port(config.listen, "listen")[0],
+                interfaces=config.mdns_interfaces,
+                tracker_id=f"{(rng or random.SystemRandom()).getrandbits(64):016x}",
+                hostname=socket.gethostname() or "unknown",
+            )
 
     def _bind(self) -> int:
         address = self.config.listen
@@ -145,6 +169,8 @@ class TrackerServer:
         self._sweeper.start()
         scheme = "TLS" if self.config.tls_cert else "plaintext"
         log.info("tracker listening on %s (%s)", self.address, scheme)
+        if self.advertiser is not None:
+            self.advertiser.start()
         if self.config.cluster_token is None:
             log.warning(
                 "no cluster token configured: any machine that can reach this port may act as an agent"
@@ -160,7 +186,9 @@ class TrackerServer:
 
     def stop(self, grace: float = 2.0) -> None:
         """Stops taking calls, lets those under way finish within `grace` seconds, and
-        closes the store."""
+        closes the store. The mDNS goodbye goes first, so agents stop coming here."""
+        if self.advertiser is not None:
+            self.advertiser.stop()
         self._stopped.set()
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True)

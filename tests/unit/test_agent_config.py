@@ -80,3 +80,41 @@ def test_config_values_are_checked() -> None:
         AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), tracker="nope")
     with pytest.raises(ConfigError, match="max_uploads"):
         AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), max_uploads=0)
+    with pytest.raises(ConfigError, match="cluster"):
+        AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), cluster="a.b")
+    with pytest.raises(ConfigError, match="not an interface"):
+        AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), mdns_interfaces=("",))
+
+
+def test_mdns_is_on_unless_turned_off_by_flag_or_file(tmp_path: Path) -> None:
+    plain = build_config(build_parser().parse_args(["run", "--share", "/x", "--state-dir", str(tmp_path)]))
+    assert (plain.mdns, plain.cluster, plain.mdns_interfaces) == (True, None, ())
+    off = build_config(build_parser().parse_args(["run", "--share", "/x", "--no-mdns"]))
+    assert off.mdns is False
+    path = write(tmp_path, 'share = ["/x"]\nmdns = false\ncluster = "lab1"\nmdns_interfaces = ["eth1"]\n')
+    from_file = build_config(build_parser().parse_args(["run", "--config", str(path)]))
+    assert (from_file.mdns, from_file.cluster, from_file.mdns_interfaces) == (False, "lab1", ("eth1",))
+    flags = build_parser().parse_args(
+        [
+            "run",
+            "--config",
+            str(path),
+            "--cluster",
+            "lab2",
+            "--mdns-interface",
+            "lo",
+            "--mdns-interface",
+            "eth2",
+        ]
+    )
+    assert (build_config(flags).cluster, build_config(flags).mdns_interfaces) == ("lab2", ("lo", "eth2"))
+
+
+def test_mdns_keys_have_their_types(tmp_path: Path) -> None:
+    for line, message in (
+        ('mdns = "yes"', "mdns must be true or false"),
+        ('mdns_interfaces = "eth0"', "mdns_interfaces must be a list of text"),
+        ("cluster = 3", "cluster must be text"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_file(write(tmp_path, line + "\n"))
