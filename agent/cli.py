@@ -165,7 +165,7 @@ def _tracker_line(s: agent_pb2.StatusResponse) -> str:
     if not s.tracker:
         if s.tracker_source == agent_pb2.TRACKER_SOURCE_UNSPECIFIED and not s.discovery_note:
             return "none configured"
-        return f"none yet, looking over mDNS: {s.discovery_note or 'starting'}"
+        return f"none found yet: {s.discovery_note}"
     how = []
     if s.tracker_source == agent_pb2.TRACKER_SOURCE_MDNS:
         how = ["found by mDNS", f"cluster {s.cluster}"]

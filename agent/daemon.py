@@ -180,6 +180,8 @@ class Daemon:
                 self._discovery_note = str(exc)
             return
         self.finder = finder
+        with self._tracker_lock:
+            self._discovery_note = choose_tracker((), self.config.cluster).reason
         log.info(
             "no tracker configured: looking for one over mDNS on %s (%s)",
             describe_interfaces(self.config.mdns_interfaces),

@@ -181,7 +181,7 @@ def choose_tracker(
     visible = list(adverts)
     where = f" of cluster {cluster}" if cluster else ""
     if not visible:
-        return Choice(None, f"no tracker{where} has answered yet")
+        return Choice(None, f"no tracker{where} answers over mDNS")
     pool = [a for a in visible if a.cluster == cluster] if cluster else visible
     if not pool:
         others = ", ".join(sorted({a.cluster for a in visible}))

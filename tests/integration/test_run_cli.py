@@ -27,7 +27,7 @@ class RunningTracker:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*lanpeer_tracker(), "run", *args],
+            [*lanpeer_tracker(), "run", "--no-mdns", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
