@@ -711,32 +711,35 @@ class Demo:
             f"advertised over mDNS on loopback as cluster {self.cluster})"
         )
 
-        for number in range(1, self.agent_count + 1):
-            agent = Agent(number, self.scratch / f"a{number}")
-            agent.share.mkdir(parents=True)
-            self.agents.append(agent)
-            agent.child = Child(
-                agent.name,
-                [
-                    str(AGENT),
-                    "run",
-                    "--share",
-                    str(agent.share),
-                    # No --tracker: the agent finds it over mDNS.
-                    "--cluster",
-                    self.cluster,
-                    "--mdns-interface",
-                    MDNS_INTERFACE,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--state-dir",
-                    str(agent.state),
-                    "--token-file",
-                    str(cluster_token),
-                    *(["--upload-limit", self.upload_limit] if self.upload_limit else []),
-                ],
-                self.scratch / "logs" / f"agent{number}.log",
-            )
+        # Held back while the agents start, so that each one is recorded for the clean-up
+        # before an interruption is raised (as for the gets).
+        with signals_held():
+            for number in range(1, self.agent_count + 1):
+                agent = Agent(number, self.scratch / f"a{number}")
+                agent.share.mkdir(parents=True)
+                self.agents.append(agent)
+                agent.child = Child(
+                    agent.name,
+                    [
+                        str(AGENT),
+                        "run",
+                        "--share",
+                        str(agent.share),
+                        # No --tracker: the agent finds it over mDNS.
+                        "--cluster",
+                        self.cluster,
+                        "--mdns-interface",
+                        MDNS_INTERFACE,
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--state-dir",
+                        str(agent.state),
+                        "--token-file",
+                        str(cluster_token),
+                        *(["--upload-limit", self.upload_limit] if self.upload_limit else []),
+                    ],
+                    self.scratch / "logs" / f"agent{number}.log",
+                )
         for agent in self.agents:
             assert agent.child is not None
             agent.url = agent.child.wait_for(AGENT_SERVING, "serve").group(1)
