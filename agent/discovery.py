@@ -252,9 +252,10 @@ class TrackerFinder:
             self._zc = open_zeroconf(self._ours)
         except (InvalidArgument, OSError) as exc:
             raise AgentError(f"cannot browse for trackers over mDNS: {exc}") from None
+        # The browser's callbacks only queue names, so the worker may start after it.
+        self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
         self._worker = threading.Thread(target=self._work, name="mdns-resolver", daemon=True)
         self._worker.start()
-        self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
 
     def stop(self) -> None:
         with self._changed:
