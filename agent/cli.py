@@ -8,9 +8,10 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
@@ -22,11 +23,16 @@ from agent.job import AlreadyThere, GetRequest, ProgressBar, print_result
 from agent.localapi import SOCKET_NAME, LocalApiClient
 from agent.planner import POLICY_NAMES, Policy
 from agent.ranges import parse_rate
+from lanpeer.v1 import agent_pb2
 from tracker.auth import read_token
 from tracker.configfile import Setting, add_config_command, add_config_option
 from tracker.errors import TrackerError
+from tracker.mdns import describe_interfaces
 from tracker.process import add_log_options, configure_logging, run_command, run_until_signalled
-from tracker.render import human_size
+from tracker.render import human_size, table
+
+if TYPE_CHECKING:
+    from agent.discovery import Advert
 
 PROG = "lanpeer-agent"
 
@@ -139,18 +145,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(MessageToDict(s, preserving_proto_field_name=True), indent=2, sort_keys=True))
         return 0
-    tracker = "none configured"
-    if s.tracker:
-        tracker = f"{s.tracker} ({'connected' if s.tracker_connected else 'not reachable'})"
     rows = [
         ("agent", f"{s.agent_id} (lanpeer {s.version})"),
         ("serving at", s.base_url),
         ("shares", ", ".join(s.shares)),
         ("files", f"{s.files} ({human_size(s.bytes_held)})"),
         ("uploads", f"{s.active_uploads} active, {human_size(s.bytes_served)} served"),
-        ("tracker", tracker),
+        ("tracker", _tracker_line(s)),
         ("downloads", str(len(s.downloads)) if s.downloads else "none"),
     ]
+    if s.discovery_note and s.tracker:
+        rows.insert(-1, ("discovery", s.discovery_note))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
@@ -162,6 +167,76 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         print(f"  {d.source} -> {d.output}: {done}")
     return 0
+
+
+def _tracker_line(s: agent_pb2.StatusResponse) -> str:
+    """The tracker and how it was found: '10.77.0.3:7070 (found by mDNS, cluster lab1, connected)'."""
+    if not s.tracker:
+        if s.tracker_source == agent_pb2.TRACKER_SOURCE_UNSPECIFIED and not s.discovery_note:
+            return "none configured"
+        return f"none found yet: {s.discovery_note}"
+    how = []
+    if s.tracker_source == agent_pb2.TRACKER_SOURCE_MDNS:
+        how = ["found by mDNS", f"cluster {s.cluster}"]
+    how.append("connected" if s.tracker_connected else "not reachable")
+    return f"{s.tracker} ({', '.join(how)})"
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    configure_logging("warning")
+    from agent.discovery import TrackerFinder  # noqa: PLC0415 (only this command needs zeroconf)
+
+    finder = TrackerFinder(tuple(args.mdns_interface or ()))
+    finder.start()
+    try:
+        time.sleep(args.timeout)
+        adverts = finder.adverts()
+    finally:
+        finder.stop()
+    adverts = tuple(
+        sorted(
+            (a for a in adverts if args.cluster is None or a.cluster == args.cluster),
+            key=lambda a: (a.cluster, a.target, a.name),
+        )
+    )
+    if args.json:
+        print(json.dumps({"trackers": [_advert_json(a) for a in adverts]}, indent=2, sort_keys=True))
+    elif adverts:
+        rows = [
+            [a.cluster, a.target, "yes" if a.tls else "no", f"v{a.version}", a.host, a.name] for a in adverts
+        ]
+        print(table(["CLUSTER", "ADDRESS", "TLS", "PROTOCOL", "HOST", "NAME"], rows))
+    if not adverts:
+        which = f"of cluster {args.cluster} " if args.cluster else ""
+        print(
+            f"No lanpeer tracker {which}answered on {describe_interfaces(args.mdns_interface or ())} "
+            f"within {args.timeout:g} s.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _advert_json(a: Advert) -> dict[str, Any]:
+    return {
+        "cluster": a.cluster,
+        "address": a.target,
+        "tls": a.tls,
+        "protocol_version": a.version,
+        "host": a.host,
+        "name": a.name,
+        "tracker_id": a.tracker_id,
+    }
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.1 <= number <= 600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds from 0.1 to 600")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -222,6 +297,25 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="SECONDS",
         help="how often to look for new, changed and deleted files (default: 60)",
+    )
+    parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="with no --tracker: use the tracker of this cluster found over mDNS (default: the only one)",
+    )
+    parser.add_argument(
+        "--no-mdns",
+        dest="mdns",
+        action="store_false",
+        default=None,
+        help="with no --tracker: do not look for a tracker over mDNS",
+    )
+    parser.add_argument(
+        "--mdns-interface",
+        dest="mdns_interfaces",
+        action="append",
+        metavar="NAME_OR_ADDRESS",
+        help="look for the tracker on this interface only (repeat for several; default: all)",
     )
     add_log_options(parser)
 
@@ -318,6 +412,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(status, DEFAULT_CONFIG)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(handler=cmd_status)
+
+    discover = commands.add_parser(
+        "discover",
+        help="list the trackers that answer over mDNS",
+        description="Browse for lanpeer trackers over mDNS/DNS-SD for a few seconds and list those "
+        "that answered. Exits with status 1 when none did.",
+    )
+    discover.add_argument("--cluster", metavar="NAME", help="list only the trackers of this cluster")
+    discover.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long to listen (default: %(default)g)",
+    )
+    discover.add_argument(
+        "--mdns-interface",
+        action="append",
+        metavar="NAME_OR_ADDRESS",
+        help="browse on this interface only (repeat for several; default: all)",
+    )
+    discover.add_argument("--json", action="store_true", help="print JSON for scripts")
+    discover.set_defaults(handler=cmd_discover)
     return parser
 
 

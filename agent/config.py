@@ -17,6 +17,7 @@ from tracker.configfile import (
     DEFAULT_ORIGIN,
     Convert,
     Setting,
+    boolean,
     config_path,
     locate,
     merge,
@@ -26,9 +27,11 @@ from tracker.configfile import (
     paths,
     read_file,
     text,
+    texts,
     whole,
 )
 from tracker.errors import InvalidArgument
+from tracker.mdns import check_cluster, check_interface_choices
 from tracker.model import split_host_port
 from tracker.process import LOG_FORMATS, LOG_LEVELS, state_home
 
@@ -54,10 +57,22 @@ class AgentConfig:
     rescan_interval: float = 60.0
     log_level: str = "info"
     log_format: str = "text"
+    # With no tracker configured: the cluster whose tracker to find over mDNS (None: the
+    # only one visible), whether to look at all (on by default in `lanpeer-agent run`),
+    # and on which interfaces (names or IPv4 addresses; empty is all).
+    cluster: str | None = None
+    mdns: bool = False
+    mdns_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.shares:
             raise ConfigError("nothing to share: give at least one --share DIR")
+        try:
+            if self.cluster is not None:
+                check_cluster(self.cluster)
+            check_interface_choices(self.mdns_interfaces)
+        except InvalidArgument as exc:
+            raise ConfigError(str(exc)) from None
         for what, value in (("listen", self.listen), ("tracker", self.tracker)):
             if value is None:
                 continue
@@ -96,6 +111,9 @@ FILE_KEYS: Mapping[str, Convert] = {
     "rescan_interval": number,
     "log_level": one_of(*LOG_LEVELS),
     "log_format": one_of(*LOG_FORMATS),
+    "cluster": text,
+    "mdns": boolean,
+    "mdns_interfaces": texts,
 }
 
 
@@ -113,6 +131,9 @@ def load(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, Setting | Non
     shares = values.pop("share", ())
     token = read_token(values.pop("token_file", None), "LANPEER_TOKEN")
     values.setdefault("state_dir", default_state_dir())
+    # The library looks for no tracker unless asked; the command does unless told not to.
+    values.setdefault("mdns", True)
+    values["mdns_interfaces"] = tuple(values.get("mdns_interfaces", ()))
     try:
         config = AgentConfig(shares=tuple(shares), token=token, **values)
     except ConfigError as exc:

@@ -1,5 +1,6 @@
-"""Wiring of the agent daemon: inventory, range server and reporter, started and stopped
-in the right order."""
+"""Wiring of the agent daemon: inventory, range server, reporter and, with no tracker
+configured, the mDNS discovery that finds and follows one, started and stopped in the
+right order."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig
+from agent.discovery import Advert, TrackerFinder, choose_tracker
 from agent.errors import AgentError, ConfigError, OutputNotWritable
 from agent.get import get
 from agent.hashcache import HashCache
 from agent.identity import load_agent_id
 from agent.inventory import Inventory
 from agent.job import GetRequest, Progress, Summary
-from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer
+from agent.localapi import SOCKET_NAME, AgentStatus, DownloadView, LocalApiServer, TrackerSource
 from agent.metrics import AgentFigures, AgentMetrics
 from agent.partials import PartialBlob, PartialBlobs
 from agent.rangeserver import RangeServer, RangeServerConfig
@@ -29,11 +31,18 @@ from agent.reporter import Reporter
 from agent.traffic import Traffic
 from tracker.client import TrackerClient
 from tracker.errors import InvalidArgument, TrackerError
+from tracker.mdns import describe_interfaces
 from tracker.model import AgentInfo, Fetched, Load, check_http_url, split_host_port
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+# How often the choice of a tracker found over mDNS is looked at again when no advert
+# changes: an advert that stays while its tracker stops answering is left this way.
+FOLLOW_CHECK_SECONDS = 2.0
+# Browsing hears most answers within this time; the first choice waits for it, so that an
+# agent asked for no cluster sees every cluster on the segment before it picks "the only one".
+SETTLE_SECONDS = 2.0
 
 
 def lan_address(toward: str | None) -> str:
@@ -58,7 +67,9 @@ def lan_address(toward: str | None) -> str:
     return "127.0.0.1"
 
 
-def advertised_url(config: AgentConfig, port: int) -> str:
+def advertised_url(config: AgentConfig, port: int, toward: str | None) -> str:
+    """The base URL peers fetch from: the configured one, else the listen address, else
+    the address this machine reaches the tracker (`toward`) from."""
     if config.advertise_url:
         try:
             return check_http_url(config.advertise_url, "advertise_url").rstrip("/")
@@ -66,7 +77,7 @@ def advertised_url(config: AgentConfig, port: int) -> str:
             raise ConfigError(str(exc)) from None
     host, _ = split_host_port(config.listen, "listen")
     if host in ("", "0.0.0.0", "::"):
-        host = lan_address(config.tracker)
+        host = lan_address(toward)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
@@ -108,6 +119,15 @@ class Daemon:
         )
         self.reporter: Reporter | None = None
         self.base_url = ""
+        # The tracker in use and how it was found; the follower thread changes them.
+        self._tracker_lock = threading.Lock()
+        self._tracker = config.tracker
+        self._tracker_source = TrackerSource.CONFIGURED if config.tracker else TrackerSource.NONE
+        self._advert: Advert | None = None
+        self._discovery_note = ""
+        self.finder: TrackerFinder | None = None
+        self._follower: threading.Thread | None = None
+        self._stop_following = threading.Event()
         self.api = LocalApiServer(self, config.state_dir / SOCKET_NAME)
         self._downloads: dict[int, DownloadView] = {}
         self._downloads_lock = threading.Lock()
@@ -150,7 +170,7 @@ class Daemon:
         except OSError as exc:
             reason = "the address is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise AgentError(f"cannot listen on {self.config.listen}: {reason}") from None
-        self.base_url = advertised_url(self.config, self.server.port)
+        self.base_url = advertised_url(self.config, self.server.port, self.config.tracker)
         log.info(
             "agent %s serving %s at %s",
             self.agent_id,
@@ -159,20 +179,122 @@ class Daemon:
         )
         self.inventory.start()
         self.api.start()
-        if self.config.tracker is None:
-            log.warning("no tracker configured: serving, but no peer will learn of this machine")
-            return
-        try:
-            client = TrackerClient(
-                self.config.tracker, token=self.config.token, tls_ca=self.config.tracker_tls_ca, timeout=5.0
+        if self.config.tracker is not None:
+            try:
+                self.reporter = self._reporter_for(self.config.tracker, self.base_url)
+            except (TrackerError, InvalidArgument) as exc:
+                self.stop()
+                raise AgentError(str(exc)) from None
+            self.reporter.start()
+        elif self.config.mdns:
+            self._start_discovery()
+        else:
+            log.warning(
+                "no tracker configured and mDNS is off: serving, but no peer will learn of this machine"
             )
-            hostname = socket.gethostname()[:255] or "unknown"
-            info = AgentInfo(self.agent_id, hostname, self.base_url, __version__)
+
+    def _reporter_for(self, tracker: str, base_url: str) -> Reporter:
+        client = TrackerClient(
+            tracker, token=self.config.token, tls_ca=self.config.tracker_tls_ca, timeout=5.0
+        )
+        hostname = socket.gethostname()[:255] or "unknown"
+        info = AgentInfo(self.agent_id, hostname, base_url, __version__)
+        return Reporter(client, info, self.inventory, self.load, fetched=self.fetched)
+
+    # ----------------------------------------------------------------- finding the tracker
+
+    def _start_discovery(self) -> None:
+        """Browses for the tracker in the background: the daemon serves meanwhile."""
+        finder = TrackerFinder(self.config.mdns_interfaces)
+        try:
+            finder.start()
+        except AgentError as exc:
+            log.warning("%s; serving, but no peer will learn of this machine", exc)
+            with self._tracker_lock:
+                self._discovery_note = str(exc)
+            return
+        self.finder = finder
+        with self._tracker_lock:
+            self._discovery_note = choose_tracker((), self.config.cluster).reason
+        log.info(
+            "no tracker configured: looking for one over mDNS on %s (%s)",
+            describe_interfaces(self.config.mdns_interfaces),
+            f"cluster {self.config.cluster}" if self.config.cluster else "any cluster",
+        )
+        if self.config.token is not None and self.config.tracker_tls_ca is None:
+            log.warning(
+                "the cluster token goes to whichever tracker answers over mDNS, in plaintext; "
+                "use TLS (--tracker-tls-ca) or --tracker to be sure only yours gets it"
+            )
+        self._follower = threading.Thread(target=self._follow, name="tracker-follower", daemon=True)
+        self._follower.start()
+
+    def _follow(self) -> None:
+        """Reports to the tracker mDNS shows, and moves to another when it goes away (a
+        goodbye, or a newer advert while the current one does not answer)."""
+        assert self.finder is not None
+        seen = -1
+        said = choose_tracker((), self.config.cluster).reason
+        if self._stop_following.wait(SETTLE_SECONDS):
+            return
+        while True:
+            seen = self.finder.wait_for_change(seen, FOLLOW_CHECK_SECONDS)
+            if self._stop_following.is_set():
+                return
+            with self._tracker_lock:
+                current, reporter = self._advert, self.reporter
+            choice = choose_tracker(
+                self.finder.adverts(),
+                self.config.cluster,
+                current,
+                current_reachable=reporter is None or not reporter.away,
+                tls=self.config.tracker_tls_ca is not None,
+            )
+            with self._tracker_lock:
+                self._discovery_note = choice.reason
+            if choice.advert is None:
+                if choice.reason != said:
+                    said = choice.reason
+                    still = f"; staying with {current.target}" if current is not None else ""
+                    log.log(logging.ERROR if choice.blocking else logging.INFO, "%s%s", said, still)
+                continue
+            said = ""
+            if current is not None and choice.advert.target == current.target:
+                with self._tracker_lock:
+                    self._advert = choice.advert
+                continue
+            self._switch(choice.advert)
+
+    def _switch(self, advert: Advert) -> None:
+        """Stops reporting to the old tracker (gone: no leave) and starts with `advert`."""
+        with self._tracker_lock:
+            old, self.reporter = self.reporter, None
+        if old is not None:
+            old.stop(leave=False)
+        base_url = advertised_url(self.config, self.server.port, advert.target)
+        try:
+            reporter: Reporter | None = self._reporter_for(advert.target, base_url)
         except (TrackerError, InvalidArgument) as exc:
-            self.stop()
-            raise AgentError(str(exc)) from None
-        self.reporter = Reporter(client, info, self.inventory, self.load, fetched=self.fetched)
-        self.reporter.start()
+            log.error("cannot use the tracker found at %s: %s", advert.target, exc)
+            reporter = None
+        with self._tracker_lock:
+            self._advert = advert
+            self._tracker = advert.target
+            self._tracker_source = TrackerSource.MDNS
+            self.reporter = reporter
+            moved = base_url != self.base_url
+            self.base_url = base_url
+        log.info(
+            "found the tracker of cluster %s at %s over mDNS (%r on %s)",
+            advert.cluster,
+            advert.target,
+            advert.name,
+            advert.host or "an unnamed host",
+        )
+        if moved:
+            log.info("peers now fetch from this agent at %s", base_url)
+        if reporter is not None:
+            reporter.start()
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Tells the tracker first, so no peer is sent here any more, then lets uploads
@@ -181,8 +303,15 @@ class Daemon:
             return
         self._stopped = True
         self.api.stop()
-        if self.reporter is not None:
-            self.reporter.stop(leave=True)
+        self._stop_following.set()
+        if self.finder is not None:
+            self.finder.stop()
+        if self._follower is not None:
+            self._follower.join()
+        with self._tracker_lock:
+            reporter = self.reporter
+        if reporter is not None:
+            reporter.stop(leave=True)
         self.server.stop(grace)
         self.inventory.stop()
         self.cache.close()
@@ -197,9 +326,11 @@ class Daemon:
         tracker what it is, so the next machine gets it from here."""
         if request.output is not None:
             _check_writable(request.output)
+        with self._tracker_lock:
+            tracker = self._tracker
         request = dataclasses.replace(
             request,
-            tracker=self.config.tracker,
+            tracker=tracker,
             token=self.config.token,
             tracker_tls_ca=self.config.tracker_tls_ca,
             agent_id=self.agent_id,
@@ -226,8 +357,10 @@ class Daemon:
         summary = fetched.summary
         if summary.manifest is not None:
             self.inventory.adopt(summary.path, summary.manifest)
-            if self.reporter is not None:
-                self.reporter.publish(summary.manifest, fetched.source)
+            with self._tracker_lock:
+                reporter = self.reporter
+            if reporter is not None:
+                reporter.publish(summary.manifest, fetched.source)
         sharing.withdraw(summary.sha256)
         return summary
 
@@ -235,18 +368,25 @@ class Daemon:
         files, bytes_held = self.inventory.shared()
         with self._downloads_lock:
             downloads = tuple(self._downloads.values())
+        with self._tracker_lock:
+            reporter, advert = self.reporter, self._advert
+            tracker, source, note = self._tracker, self._tracker_source, self._discovery_note
+            base_url = self.base_url
         return AgentStatus(
             agent_id=self.agent_id,
             version=__version__,
-            base_url=self.base_url,
+            base_url=base_url,
             shares=tuple(str(root) for root in self.inventory.roots),
             files=files,
             bytes_held=bytes_held,
             active_uploads=self.server.active_uploads,
             bytes_served=self.server.bytes_served,
-            tracker=self.config.tracker or "",
-            tracker_connected=self.reporter is not None and self.reporter.connected,
+            tracker=tracker or "",
+            tracker_connected=reporter is not None and reporter.connected,
             downloads=downloads,
+            tracker_source=source,
+            cluster=advert.cluster if advert is not None else self.config.cluster or "",
+            discovery_note=note,
         )
 
 

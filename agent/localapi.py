@@ -3,6 +3,7 @@ and the client `lanpeer-agent get` and `status` use to reach it."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import queue
@@ -38,6 +39,14 @@ class DownloadView:
     progress: Progress | None
 
 
+class TrackerSource(enum.Enum):
+    """How the daemon came to use its tracker (the values are AgentService's)."""
+
+    NONE = agent_pb2.TRACKER_SOURCE_UNSPECIFIED
+    CONFIGURED = agent_pb2.TRACKER_SOURCE_CONFIGURED
+    MDNS = agent_pb2.TRACKER_SOURCE_MDNS
+
+
 @dataclass(frozen=True, slots=True)
 class AgentStatus:
     agent_id: str
@@ -51,6 +60,9 @@ class AgentStatus:
     tracker: str
     tracker_connected: bool
     downloads: tuple[DownloadView, ...]
+    tracker_source: TrackerSource = TrackerSource.NONE
+    cluster: str = ""
+    discovery_note: str = ""
 
 
 class Fetching(Protocol):
@@ -195,6 +207,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
                 for d in s.downloads
             ],
+            tracker_source=s.tracker_source.value,
+            cluster=s.cluster,
+            discovery_note=s.discovery_note,
         )
 
 

@@ -75,6 +75,11 @@ class Reporter:
     def connected(self) -> bool:
         return self._registered and self._away_since is None
 
+    @property
+    def away(self) -> bool:
+        """The last call to the tracker found it unreachable."""
+        return self._away_since is not None
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
         self._thread.start()

@@ -1,7 +1,8 @@
 """The lanpeer demo: a LAN of four machines on 127.0.0.1, and a tarball they all want.
 
 It starts an origin web server with a generated tarball, a tracker and four agents (each a
-real `lanpeer-agent run` with its own shared directory and state directory). Agent 1
+real `lanpeer-agent run` with its own shared directory and state directory, given no
+tracker address: each finds the tracker over mDNS, on loopback only). Agent 1
 fetches the tarball from the origin through its daemon; then agents 2, 3 and 4 fetch it at
 once through theirs, from the machines that already hold it. At the end it tells who served
 what: the origin's bytes against the file's size, each agent's uploads, and the time of
@@ -79,6 +80,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 TRACKER_LISTENING = re.compile(r"tracker listening on 127\.0\.0\.1:(\d+)")
 AGENT_SERVING = re.compile(r"serving .* at (http://127\.0\.0\.1:\d+)")
 AGENT_REGISTERED = re.compile(r"registered with the tracker at \S+ as (\S+) \(")
+# mDNS stays on loopback: the demo never sends to the LAN.
+MDNS_INTERFACE = "127.0.0.1"
 
 
 class DemoFailed(Exception):
@@ -593,6 +596,8 @@ class Demo:
         self.origin: Origin | None = None
         self.tracker: Child | None = None
         self.tracker_address = ""
+        # A cluster of this run's own: other demos and tests may advertise on loopback too.
+        self.cluster = f"demo-{secrets.token_hex(4)}"
         self.agents: list[Agent] = []
         self.gets: list[Child] = []
         self.stop_seconds = 0.0
@@ -694,45 +699,56 @@ class Demo:
                 # Agents report every 2 s instead of 10: the demo's agents come and go quickly.
                 "--heartbeat-interval",
                 str(HEARTBEAT_SECONDS),
+                "--cluster",
+                self.cluster,
+                "--mdns-interface",
+                MDNS_INTERFACE,
             ],
             self.scratch / "logs" / "tracker.log",
         )
         port = self.tracker.wait_for(TRACKER_LISTENING, "listen").group(1)
         self.tracker_address = f"127.0.0.1:{port}"
         self.say(
-            f"  {s.cyan('tracker')}  {self.tracker_address}  (cluster and admin tokens in {self.scratch})"
+            f"  {s.cyan('tracker')}  {self.tracker_address}  (cluster and admin tokens in {self.scratch}; "
+            f"advertised over mDNS on loopback as cluster {self.cluster})"
         )
 
-        for number in range(1, self.agent_count + 1):
-            agent = Agent(number, self.scratch / f"a{number}")
-            agent.share.mkdir(parents=True)
-            self.agents.append(agent)
-            agent.child = Child(
-                agent.name,
-                [
-                    str(AGENT),
-                    "run",
-                    "--share",
-                    str(agent.share),
-                    "--tracker",
-                    self.tracker_address,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--state-dir",
-                    str(agent.state),
-                    "--token-file",
-                    str(cluster_token),
-                    *(["--upload-limit", self.upload_limit] if self.upload_limit else []),
-                ],
-                self.scratch / "logs" / f"agent{number}.log",
-            )
+        # Held back while the agents start, so that each one is recorded for the clean-up
+        # before an interruption is raised (as for the gets).
+        with signals_held():
+            for number in range(1, self.agent_count + 1):
+                agent = Agent(number, self.scratch / f"a{number}")
+                agent.share.mkdir(parents=True)
+                self.agents.append(agent)
+                agent.child = Child(
+                    agent.name,
+                    [
+                        str(AGENT),
+                        "run",
+                        "--share",
+                        str(agent.share),
+                        # No --tracker: the agent finds it over mDNS.
+                        "--cluster",
+                        self.cluster,
+                        "--mdns-interface",
+                        MDNS_INTERFACE,
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--state-dir",
+                        str(agent.state),
+                        "--token-file",
+                        str(cluster_token),
+                        *(["--upload-limit", self.upload_limit] if self.upload_limit else []),
+                    ],
+                    self.scratch / "logs" / f"agent{number}.log",
+                )
         for agent in self.agents:
             assert agent.child is not None
             agent.url = agent.child.wait_for(AGENT_SERVING, "serve").group(1)
             agent.agent_id = agent.child.wait_for(AGENT_REGISTERED, "register with the tracker").group(1)
             self.say(
                 f"  {s.cyan(agent.name)}  {agent.url}  id {agent.agent_id}, shares {agent.share}, "
-                f"state in {agent.state}"
+                f"state in {agent.state}, found the tracker over mDNS"
             )
         self.say(s.dim(f"  (all up in {time.monotonic() - began:.1f} s)"))
         return digest

@@ -16,6 +16,7 @@ from tracker.client import AdminClient
 from tracker.config import DEFAULT_CONFIG, default_db_path, load
 from tracker.configfile import add_config_command, add_config_option
 from tracker.errors import InvalidArgument, TrackerError
+from tracker.mdns import DEFAULT_CLUSTER
 from tracker.model import (
     AgentStatus,
     ContentDetails,
@@ -397,6 +398,25 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="where to serve Prometheus metrics over HTTP at /metrics, without a token: counts only "
         f"(default: {DEFAULT_METRICS_LISTEN}; an empty value serves none)",
+    )
+    parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help=f"the name agents find this tracker by over mDNS (default: {DEFAULT_CLUSTER})",
+    )
+    parser.add_argument(
+        "--no-mdns",
+        dest="mdns",
+        action="store_false",
+        default=None,
+        help="do not advertise this tracker over mDNS",
+    )
+    parser.add_argument(
+        "--mdns-interface",
+        dest="mdns_interfaces",
+        action="append",
+        metavar="NAME_OR_ADDRESS",
+        help="advertise on this interface only (repeat for several; default: all)",
     )
     add_log_options(parser)
 

@@ -13,6 +13,7 @@ from tracker.configfile import (
     DEFAULT_ORIGIN,
     Convert,
     Setting,
+    boolean,
     config_path,
     locate,
     merge,
@@ -21,6 +22,7 @@ from tracker.configfile import (
     path,
     read_file,
     text,
+    texts,
 )
 from tracker.errors import TrackerError
 from tracker.policy import POLICY_NAMES
@@ -40,6 +42,9 @@ FILE_KEYS: Mapping[str, Convert] = {
     "heartbeat_interval": number,
     "handout_policy": one_of(*POLICY_NAMES),
     "metrics_listen": text,
+    "cluster": text,
+    "mdns": boolean,
+    "mdns_interfaces": texts,
     "log_level": one_of(*LOG_LEVELS),
     "log_format": one_of(*LOG_FORMATS),
 }
@@ -63,6 +68,9 @@ def load(args: argparse.Namespace) -> tuple[TrackerConfig, dict[str, Setting | N
     values.setdefault("db", default_db_path())
     # The library serves no metrics unless asked; the command serves them unless told "".
     values["metrics_listen"] = values.get("metrics_listen", DEFAULT_METRICS_LISTEN) or None
+    # Likewise the mDNS advert.
+    values.setdefault("mdns", True)
+    values["mdns_interfaces"] = tuple(values.get("mdns_interfaces", ()))
     try:
         config = TrackerConfig(**values)
     except TrackerError as exc:

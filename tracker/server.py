@@ -18,8 +18,10 @@ import grpc
 from prometheus_client import start_http_server
 
 from lanpeer.v1 import admin_pb2_grpc, tracker_pb2_grpc
+from tracker.advertise import Advertiser
 from tracker.errors import InvalidArgument, TrackerError
 from tracker.index import Index
+from tracker.mdns import DEFAULT_CLUSTER, check_cluster, check_interface_choices
 from tracker.metrics import TrackerMetrics
 from tracker.model import split_host_port
 from tracker.policy import DEFAULT_POLICY, policy_named
@@ -53,13 +55,21 @@ class TrackerConfig:
     log_format: str = "text"
     # Where to serve the Prometheus metrics over HTTP (GET /metrics); None serves none.
     metrics_listen: str | None = None
+    # The name agents pick this tracker by when several share a LAN segment.
+    cluster: str = DEFAULT_CLUSTER
+    # Advertise over mDNS/DNS-SD; off by default here, on by default in `lanpeer-tracker run`.
+    mdns: bool = False
+    # The interfaces (names or IPv4 addresses) the advert goes out on; empty is all of them.
+    mdns_interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.metrics_listen is not None:
-            try:
+        try:
+            if self.metrics_listen is not None:
                 split_host_port(self.metrics_listen, "metrics_listen")
-            except InvalidArgument as exc:
-                raise TrackerError(str(exc)) from None
+            check_cluster(self.cluster)
+            check_interface_choices(self.mdns_interfaces)
+        except InvalidArgument as exc:
+            raise TrackerError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise TrackerError("tls_cert and tls_key go together: TLS needs both --tls-cert and --tls-key")
         if not 0.05 <= self.heartbeat_interval <= 3600:
@@ -136,6 +146,17 @@ class TrackerServer:
         self._metrics_server = self._serve_metrics()
         self._stopped = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="tracker-sweeper", daemon=True)
+        self.advertiser: Advertiser | None = None
+        if config.mdns:
+            self.advertiser = Advertiser(
+                cluster=config.cluster,
+                port=self.port,
+                tls=config.tls_cert is not None,
+                listen_host=split_host_port(config.listen, "listen")[0],
+                interfaces=config.mdns_interfaces,
+                tracker_id=f"{(rng or random.SystemRandom()).getrandbits(64):016x}",
+                hostname=socket.gethostname() or "unknown",
+            )
 
     def _bind(self) -> int:
         address = self.config.listen
@@ -197,6 +218,8 @@ class TrackerServer:
         log.info("tracker listening on %s (%s)", self.address, scheme)
         if self.metrics_address is not None:
             log.info("metrics at http://%s/metrics", self.metrics_address)
+        if self.advertiser is not None:
+            self.advertiser.start()
         if self.config.cluster_token is None:
             log.warning(
                 "no cluster token configured: any machine that can reach this port may act as an agent"
@@ -212,7 +235,9 @@ class TrackerServer:
 
     def stop(self, grace: float = 2.0) -> None:
         """Stops taking calls, lets those under way finish within `grace` seconds, and
-        closes the store."""
+        closes the store. The mDNS goodbye goes first, so agents stop coming here."""
+        if self.advertiser is not None:
+            self.advertiser.stop()
         self._stopped.set()
         if self._metrics_server is not None:
             httpd, thread = self._metrics_server

@@ -486,6 +486,7 @@ def running_agent(
         str(state_dir),
         "--rescan-interval",
         f"{rescan_interval:g}",
+        "--no-mdns",
     ]
     if max_uploads is not None:
         command += ["--max-uploads", str(max_uploads)]

@@ -189,6 +189,7 @@ def running_tracker(workdir: Path, *, pin: bool) -> Iterator[Tracker]:
         str(workdir / "tracker.db"),
         "--heartbeat-interval",
         f"{HEARTBEAT_INTERVAL:g}",
+        "--no-mdns",
     ]
     # The benchmark has started no thread yet, so preexec_fn is safe here.
     with log_path.open("wb") as log:

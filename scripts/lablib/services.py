@@ -134,10 +134,20 @@ class Services:
 
     # ------------------------------------------------------------------------- the tracker
 
-    def start_tracker(self, *, heartbeat_interval: float = 1.0, port: int = TRACKER_PORT) -> str:
-        """A tracker on the tracker host, open (no tokens); its HOST:PORT once it listens."""
-        address = self.lab.address_of(TRACKER)
-        db = self.workdir / "tracker.db"
+    def start_tracker(
+        self,
+        *,
+        heartbeat_interval: float = 1.0,
+        port: int = TRACKER_PORT,
+        host: str = TRACKER,
+        cluster: str | None = None,
+        name: str = "tracker",
+    ) -> str:
+        """A tracker on `host` (the tracker host by default), open (no tokens); its
+        HOST:PORT once it listens. With a cluster it advertises itself over mDNS, which
+        stays inside the lab's namespaces; without one it does not."""
+        address = self.lab.address_of(host)
+        db = self.workdir / f"{name}.db"
         argv = self.lanpeer(
             "tracker",
             "run",
@@ -148,11 +158,21 @@ class Services:
             "--heartbeat-interval",
             f"{heartbeat_interval:g}",
             "--log-level",
-            "warning",
+            "info" if cluster is not None else "warning",
+            *(["--cluster", cluster] if cluster is not None else ["--no-mdns"]),
         )
-        proc = self.start(TRACKER, "tracker", argv)
+        proc = self.start(host, name, argv)
         self.wait_listening(proc, address, port)
         return f"{address}:{port}"
+
+    def tracker_agents(self, tracker: str) -> list[dict[str, Any]]:
+        """The agents the tracker knows: `lanpeer-tracker agents --json`, asked from its host."""
+        host = next(h.name for h in self.lab.hosts.values() if tracker.startswith(h.address + ":"))
+        done = self.run(host, self.lanpeer("tracker", "agents", "--json", "--tracker", tracker))
+        if done.returncode != 0:
+            raise LabError(f"lanpeer-tracker agents failed ({done.returncode}): {done.stderr.strip()}")
+        agents: list[dict[str, Any]] = json.loads(done.stdout)["agents"]
+        return agents
 
     def locate(self, tracker: str, query: str) -> list[dict[str, Any]]:
         """What the tracker knows about `query` (sha256:HEX, a URL or a name): its
@@ -197,10 +217,13 @@ class Services:
         port: int = AGENT_PORT,
         extra: Sequence[str] = (),
         name: str | None = None,
+        discover: bool = False,
+        cluster: str | None = None,
     ) -> AgentProc:
         """`lanpeer-agent run` on the host, sharing `share`; returns once its control
-        socket answers (and it reached the tracker, when one is given). Keep state_dir
-        short: the socket path in it must stay under 108 bytes."""
+        socket answers (and it reached the tracker, when one is given). With no tracker it
+        looks for one over mDNS (of `cluster`, when given) if `discover`, else not at all.
+        Keep state_dir short: the socket path in it must stay under 108 bytes."""
         argv = [
             "run",
             "--share",
@@ -215,6 +238,10 @@ class Services:
         ]
         if tracker is not None:
             argv += ["--tracker", tracker]
+        elif not discover:
+            argv += ["--no-mdns"]
+        if cluster is not None:
+            argv += ["--cluster", cluster]
         proc = self.start(host, name or f"agent-{host}", self.lanpeer("agent", *argv))
         agent = AgentProc(proc, state_dir, share)
         self._wait(

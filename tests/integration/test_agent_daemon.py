@@ -174,7 +174,7 @@ def start_agent_process(
     args: list[str], env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", *args],
+        [sys.executable, "-m", "agent.cli", "run", "--no-mdns", *args],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
@@ -245,7 +245,16 @@ def test_bad_settings_are_one_line_and_exit_1(tmp_path: Path) -> None:
         (["--share", str(tmp_path), "--config", str(tmp_path / "none.toml")], "cannot read the config file"),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "run", "--state-dir", str(tmp_path / "s"), *args],
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "run",
+                "--no-mdns",
+                "--state-dir",
+                str(tmp_path / "s"),
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=30,

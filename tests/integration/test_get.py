@@ -290,6 +290,7 @@ def test_a_directory_the_daemon_may_not_write_to_is_fetched_by_get_itself(
             "-m",
             "agent.cli",
             "run",
+            "--no-mdns",
             "--share",
             str(share),
             "--listen",

@@ -295,6 +295,7 @@ def test_a_busy_metrics_port_is_a_one_line_error(trackers: Trackers, busy_port: 
 
     done = cli(
         "run",
+        "--no-mdns",
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",

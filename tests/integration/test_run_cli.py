@@ -29,7 +29,7 @@ class RunningTracker:
         # Metrics on a free loopback port, rather than the default 0.0.0.0:7072 that
         # trackers run side by side would contend for; a test may give its own after.
         self.proc = subprocess.Popen(
-            [*lanpeer_tracker(), "run", "--metrics-listen", "127.0.0.1:0", *args],
+            [*lanpeer_tracker(), "run", "--no-mdns", "--metrics-listen", "127.0.0.1:0", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

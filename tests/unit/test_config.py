@@ -50,7 +50,8 @@ def test_every_agent_key_is_read_and_checked(tmp_path: Path) -> None:
         'share = ["/srv/a", "/srv/b"]\ntracker = "t:7070"\nlisten = "0.0.0.0:9"\n'
         'advertise_url = "http://me:9"\nstate_dir = "/var/lib/x"\ntoken_file = "/etc/tok"\n'
         'max_uploads = 4\nupload_limit = "50MB/s"\nrescan_interval = 5\nlog_level = "debug"\n'
-        'log_format = "json"\ntracker_tls_ca = "/etc/ca.pem"\n',
+        'log_format = "json"\ntracker_tls_ca = "/etc/ca.pem"\ncluster = "lab1"\nmdns = false\n'
+        'mdns_interfaces = ["eth1", "10.0.0.2"]\n',
     )
     values = {k: s.value for k, s in read_file(path, FILE_KEYS, ConfigError).items()}
     assert set(values) == set(FILE_KEYS)
@@ -166,7 +167,9 @@ def test_print_shows_every_key_with_its_origin_and_reads_back(
     assert "rescan_interval = 60.0  # default" in out
     assert "# tracker is not set" in out
     printed = tomllib.loads(out)
-    assert set(printed) | {"tracker", "advertise_url", "tracker_tls_ca", "upload_limit"} == set(FILE_KEYS)
+    assert set(printed) | {"tracker", "advertise_url", "tracker_tls_ca", "upload_limit", "cluster"} == set(
+        FILE_KEYS
+    )
     # What was printed, used as the config file, gives the same configuration.
     again = write(tmp_path, out, "printed.toml")
     assert agent_cli.build_config(agent_args("--config", str(again))) == agent_cli.build_config(
@@ -282,3 +285,43 @@ def test_get_uses_the_files_token_only_when_it_can_read_it(
     )
     with pytest.raises(TrackerError, match="cannot read the token file"):
         agent_cli._local_token(args, conf)
+
+
+def test_mdns_and_cluster_values_are_checked() -> None:
+    with pytest.raises(ConfigError, match="cluster"):
+        AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), cluster="a.b")
+    with pytest.raises(ConfigError, match="not an interface"):
+        AgentConfig(shares=(Path("/x"),), state_dir=Path("/s"), mdns_interfaces=("",))
+
+
+def test_mdns_is_on_unless_turned_off_by_flag_or_file(tmp_path: Path) -> None:
+    plain = agent_cli.build_config(agent_args("--share", "/x", "--state-dir", str(tmp_path)))
+    assert (plain.mdns, plain.cluster, plain.mdns_interfaces) == (True, None, ())
+    assert agent_cli.build_config(agent_args("--share", "/x", "--no-mdns")).mdns is False
+    path = write(tmp_path, 'share = ["/x"]\nmdns = false\ncluster = "lab1"\nmdns_interfaces = ["eth1"]\n')
+    from_file = agent_cli.build_config(agent_args("--config", str(path)))
+    assert (from_file.mdns, from_file.cluster, from_file.mdns_interfaces) == (False, "lab1", ("eth1",))
+    flags = agent_args(
+        "--config", str(path), "--cluster", "lab2", "--mdns-interface", "lo", "--mdns-interface", "eth2"
+    )
+    assert (agent_cli.build_config(flags).cluster, agent_cli.build_config(flags).mdns_interfaces) == (
+        "lab2",
+        ("lo", "eth2"),
+    )
+    tracker_args = tracker_cli.build_parser().parse_args(["run", "--no-mdns", "--cluster", "lab2"])
+    config, _ = tracker_config.load(tracker_args)
+    assert (config.mdns, config.cluster) == (False, "lab2")
+    assert tracker_config.load(tracker_cli.build_parser().parse_args(["run"]))[0].mdns is True
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('mdns = "yes"', "mdns must be true or false"),
+        ("mdns_interfaces = 3", "mdns_interfaces must be a list of text values"),
+        ("cluster = 3", "cluster must be text"),
+    ],
+)
+def test_mdns_keys_have_their_types(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        read_file(write(tmp_path, line + "\n"), FILE_KEYS, ConfigError)

@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrackerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRACKER_SOURCE_UNSPECIFIED: _ClassVar[TrackerSource]
+    TRACKER_SOURCE_CONFIGURED: _ClassVar[TrackerSource]
+    TRACKER_SOURCE_MDNS: _ClassVar[TrackerSource]
+TRACKER_SOURCE_UNSPECIFIED: TrackerSource
+TRACKER_SOURCE_CONFIGURED: TrackerSource
+TRACKER_SOURCE_MDNS: TrackerSource
 
 class GetRequest(_message.Message):
     __slots__ = ("source", "output", "sha256", "connections", "no_origin", "force", "policy")
@@ -94,7 +104,7 @@ class DownloadStatus(_message.Message):
     def __init__(self, source: _Optional[str] = ..., output: _Optional[str] = ..., progress: _Optional[_Union[GetProgress, _Mapping]] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("agent_id", "base_url", "shares", "files", "bytes_held", "active_uploads", "bytes_served", "tracker", "tracker_connected", "downloads", "version")
+    __slots__ = ("agent_id", "base_url", "shares", "files", "bytes_held", "active_uploads", "bytes_served", "tracker", "tracker_connected", "downloads", "version", "tracker_source", "cluster", "discovery_note")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +116,9 @@ class StatusResponse(_message.Message):
     TRACKER_CONNECTED_FIELD_NUMBER: _ClassVar[int]
     DOWNLOADS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACKER_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERY_NOTE_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     base_url: str
     shares: _containers.RepeatedScalarFieldContainer[str]
@@ -117,4 +130,7 @@ class StatusResponse(_message.Message):
     tracker_connected: bool
     downloads: _containers.RepeatedCompositeFieldContainer[DownloadStatus]
     version: str
-    def __init__(self, agent_id: _Optional[str] = ..., base_url: _Optional[str] = ..., shares: _Optional[_Iterable[str]] = ..., files: _Optional[int] = ..., bytes_held: _Optional[int] = ..., active_uploads: _Optional[int] = ..., bytes_served: _Optional[int] = ..., tracker: _Optional[str] = ..., tracker_connected: _Optional[bool] = ..., downloads: _Optional[_Iterable[_Union[DownloadStatus, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    tracker_source: TrackerSource
+    cluster: str
+    discovery_note: str
+    def __init__(self, agent_id: _Optional[str] = ..., base_url: _Optional[str] = ..., shares: _Optional[_Iterable[str]] = ..., files: _Optional[int] = ..., bytes_held: _Optional[int] = ..., active_uploads: _Optional[int] = ..., bytes_served: _Optional[int] = ..., tracker: _Optional[str] = ..., tracker_connected: _Optional[bool] = ..., downloads: _Optional[_Iterable[_Union[DownloadStatus, _Mapping]]] = ..., version: _Optional[str] = ..., tracker_source: _Optional[_Union[TrackerSource, str]] = ..., cluster: _Optional[str] = ..., discovery_note: _Optional[str] = ...) -> None: ...
