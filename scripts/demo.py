@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 TRACKER_LISTENING = re.compile(r"tracker listening on 127\.0\.0\.1:(\d+)")
+TRACKER_METRICS = re.compile(r"metrics at (http://127\.0\.0\.1:\d+/metrics)")
 AGENT_SERVING = re.compile(r"serving .* at (http://127\.0\.0\.1:\d+)")
 AGENT_REGISTERED = re.compile(r"registered with the tracker at \S+ as (\S+) \(")
 # mDNS stays on loopback: the demo never sends to the LAN.
@@ -956,6 +958,39 @@ class Demo:
         )
         for line in files.rstrip().splitlines():
             self.say("  " + line)
+
+        self.step("What an administrator sees: lanpeer-tracker stats, and /metrics")
+        self._show_offload()
+        self._show_metrics()
+
+    def _show_offload(self) -> None:
+        """The tracker's offload line, once every agent's heartbeat has reported its fetch."""
+        fetched = self.size * self.agent_count
+        deadline = time.monotonic() + 4 * HEARTBEAT_SECONDS
+        stats_argv = [str(TRACKER), "stats", "--tracker", self.tracker_address, *self.admin_args]
+        while time.monotonic() < deadline:
+            reported = json.loads(run_command("lanpeer-tracker stats", [*stats_argv, "--json"]))
+            if reported["bytes_from_peers"] + reported["bytes_from_origin"] >= fetched:
+                break
+            time.sleep(POLL)
+        for line in run_command("lanpeer-tracker stats", stats_argv).splitlines():
+            if line.startswith(("agents", "origin offload")):
+                self.say("  " + line)
+
+    def _show_metrics(self) -> None:
+        assert self.tracker is not None
+        tracker_metrics = self.tracker.wait_for(TRACKER_METRICS, "serve metrics").group(1)
+        shown = (
+            (f"{self.agents[0].url}/metrics", ("lanpeer_agent_served_bytes_total", "lanpeer_agent_fetched")),
+            (tracker_metrics, ("lanpeer_tracker_locate_requests_total", "lanpeer_tracker_origin_offload")),
+        )
+        for url, prefixes in shown:
+            self.say(f"  $ curl {url}")
+            with urllib.request.urlopen(url, timeout=COMMAND_TIMEOUT) as answer:
+                page = answer.read().decode()
+            for line in page.splitlines():
+                if line.startswith(prefixes):
+                    self.say("    " + line)
 
     # ------------------------------------------------------------------------- cleanup
 

@@ -114,6 +114,14 @@ def test_the_demo_tells_who_served_what_and_cleans_up() -> None:
     assert re.search(r"^  [0-9a-f]{16}\s+16\.0 MiB\s+4/4\s+yes\s+release\.tar$", out, re.M), out
 
     scratch = scratch_of(out)
+    # What an administrator sees: the offload the agents reported, and both metrics pages.
+    assert re.search(
+        r"^  origin offload\s+75\.0 % \(48\.0 MiB of 64\.0 MiB fetched came from peers\)$", out, re.M
+    )
+    assert re.search(
+        r"^    lanpeer_agent_fetched_bytes_total\{source=\"origin\"\} 1\.6777216e\+07$", out, re.M
+    )
+    assert re.search(r"^    lanpeer_tracker_origin_offload_ratio 0\.75$", out, re.M), out
     assert "Stopped the agents, the tracker and the origin in" in out
     assert f"and removed {scratch}." in out
     assert leftovers(scratch, out) == []
