@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT = 3.0
 MAX_TXT_VALUE = 255
+# A segment has a handful of trackers; a flood of adverts (names) beyond these bounds is
+# not kept, so it cannot grow the agent's memory.
+MAX_ADVERTS = 64
+MAX_IGNORED = 1024
 
 
 class BadAdvert(AgentError):
@@ -299,6 +303,11 @@ class TrackerFinder:
                 advert = None if state_change is ServiceStateChange.Removed else self._resolve(name)
                 with self._changed:
                     old = self._adverts.pop(name, None)
+                    if advert is not None and len(self._adverts) >= MAX_ADVERTS:
+                        log.warning(
+                            "more than %d lanpeer trackers advertised; ignoring %r", MAX_ADVERTS, name
+                        )
+                        advert = None
                     if advert is not None:
                         if old is not None and old.tracker_id == advert.tracker_id:
                             advert = dataclasses.replace(advert, appeared=old.appeared)
@@ -324,6 +333,8 @@ class TrackerFinder:
             )
         except BadAdvert as exc:
             if self._ignored.get(name) != str(exc):
+                if len(self._ignored) >= MAX_IGNORED:
+                    self._ignored.clear()
                 self._ignored[name] = str(exc)
                 log.info("ignoring the mDNS advert %r: %s", name, exc)
             return None

@@ -8,6 +8,7 @@ cluster names of its own: other test runs on this machine may advertise on loopb
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
+from agent import discovery
 from agent.daemon import Daemon
 from agent.discovery import Advert, TrackerFinder
 from agent.localapi import TrackerSource
@@ -251,6 +253,35 @@ def test_garbled_adverts_are_ignored(trackers: Trackers, finder: TrackerFinder) 
         assert only.target == good.address
         garbled = {info.name.removesuffix("." + SERVICE_TYPE) for info in infos}
         assert not [a for a in finder.adverts() if a.name in garbled]
+    finally:
+        for info in infos:
+            zc.unregister_service(info)
+        zc.close()
+
+
+def test_a_flood_of_adverts_is_not_kept_beyond_the_bound(
+    monkeypatch: pytest.MonkeyPatch, finder: TrackerFinder, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(discovery, "MAX_ADVERTS", 2)
+    cluster = cluster_name("flood")
+    zc = Zeroconf(interfaces=list(LOOPBACK), ip_version=IPVersion.V4Only)
+    infos = [
+        ServiceInfo(
+            SERVICE_TYPE,
+            f"{cluster} {i}.{SERVICE_TYPE}",
+            port=7070 + i,
+            properties=txt_properties(cluster, False, f"id{i}", "flooder"),
+            server=f"flood-{i}-{cluster}.local.",
+            parsed_addresses=["127.0.0.1"],
+        )
+        for i in range(4)
+    ]
+    try:
+        with caplog.at_level(logging.WARNING, logger="agent.discovery"):
+            for info in infos:
+                zc.register_service(info, cooperating_responders=True)
+            eventually(lambda: "ignoring" in caplog.text, FIND_TIMEOUT, "the bound to be reached")
+        assert len(finder.adverts()) <= 2
     finally:
         for info in infos:
             zc.unregister_service(info)
