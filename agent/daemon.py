@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig
-from agent.discovery import Advert, TrackerFinder, choose_tracker
+from agent.discovery import Advert, TrackerFinder, accepts_connections, choose_tracker, newer_rival
 from agent.errors import AgentError, ConfigError, OutputNotWritable
 from agent.get import get
 from agent.hashcache import HashCache
@@ -43,6 +43,8 @@ FOLLOW_CHECK_SECONDS = 2.0
 # Browsing hears most answers within this time; the first choice waits for it, so that an
 # agent asked for no cluster sees every cluster on the segment before it picks "the only one".
 SETTLE_SECONDS = 2.0
+# How long a connection to the current tracker may take when a newer one of its cluster shows.
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 def lan_address(toward: str | None) -> str:
@@ -235,7 +237,8 @@ class Daemon:
         assert self.finder is not None
         seen = -1
         said = choose_tracker((), self.config.cluster).reason
-        if self._stop_following.wait(SETTLE_SECONDS):
+        # An agent told its cluster has no other cluster to wait for.
+        if self._stop_following.wait(0 if self.config.cluster else SETTLE_SECONDS):
             return
         while True:
             seen = self.finder.wait_for_change(seen, FOLLOW_CHECK_SECONDS)
@@ -243,11 +246,23 @@ class Daemon:
                 return
             with self._tracker_lock:
                 current, reporter = self._advert, self.reporter
+            adverts = self.finder.adverts()
+            reachable = reporter is None or not reporter.away
+            if reachable and current is not None and newer_rival(adverts, current):
+                # A tracker of the cluster appeared elsewhere: the current one may have died
+                # without a goodbye. One connection tells, rather than the next heartbeat.
+                reachable = accepts_connections(current.target, PROBE_TIMEOUT_SECONDS)
+                if not reachable:
+                    log.info(
+                        "cannot reach the tracker at %s, and another of cluster %s appeared",
+                        current.target,
+                        current.cluster,
+                    )
             choice = choose_tracker(
-                self.finder.adverts(),
+                adverts,
                 self.config.cluster,
                 current,
-                current_reachable=reporter is None or not reporter.away,
+                current_reachable=reachable,
                 tls=self.config.tracker_tls_ca is not None,
             )
             with self._tracker_lock:

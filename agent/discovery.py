@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -221,7 +222,26 @@ def choose_tracker(
     return Choice(newer[0] if newer else still)
 
 
+def newer_rival(adverts: Iterable[Advert], current: Advert) -> bool:
+    """Whether a tracker of the current one's cluster, elsewhere, appeared after it."""
+    return any(
+        a.cluster == current.cluster and a.target != current.target and a.appeared > current.appeared
+        for a in adverts
+    )
+
+
 # ----------------------------------------------------------------------------- the I/O
+
+
+def accepts_connections(target: str, timeout: float) -> bool:
+    """Whether HOST:PORT accepts a TCP connection within `timeout` seconds: a tracker that
+    crashed refuses it at once, a machine that vanished lets it time out."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class TrackerFinder:

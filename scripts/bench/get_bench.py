@@ -354,22 +354,23 @@ def transfer_timeout(t_min: float) -> float:
 
 @contextmanager
 def lab_run(
-    prefix: str, workdir_prefix: str, *, keep: bool, keep_lab: bool
-) -> Iterator[tuple[Tools, Lab, Path]]:
-    """What a run on the lab needs: root, the tools, the lab `prefix` with nothing left of
-    an earlier run (for the caller to bring up), and a work directory under /tmp. On the way
-    out, failed or not: the lab taken down (its namespaces left up with keep_lab), and the
-    work directory removed (its logs kept with keep)."""
+    prefix: str, workdir_prefix: str, *, keep: bool, keep_lab: bool, tools: bool = True
+) -> Iterator[tuple[Tools | None, Lab, Path]]:
+    """What a run on the lab needs: root, the tools (nginx, curl, aria2c; None without
+    `tools`), the lab `prefix` with nothing left of an earlier run (for the caller to bring
+    up), and a work directory under /tmp. On the way out, failed or not: the lab taken down
+    (its namespaces left up with keep_lab), and the work directory removed (its logs kept
+    with keep)."""
     if os.geteuid() != 0:
         raise BenchError("the lab needs root (network namespaces and tc)")
-    tools = ensure_tools()
+    found = ensure_tools() if tools else None
     lab = Lab(prefix)
     if lab.state_path.exists() or lab.leftovers():
         progress(f"lab {prefix} is left over from an earlier run: taking it down")
         lab.down()
     workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix, dir="/tmp"))
     try:
-        yield tools, lab, workdir
+        yield found, lab, workdir
     finally:
         progress("cleaning up: stopping processes" + ("" if keep_lab else ", taking the lab down"))
         try:
@@ -1073,6 +1074,7 @@ def save_plot(f: Figures, path: Path) -> str:
 def run(config: BenchConfig) -> Figures:
     load_average, memory = os.getloadavg()[0], mem_available_mib()
     with lab_run(config.prefix, "lpg-", keep=config.keep, keep_lab=False) as (tools, lab, workdir):
+        assert tools is not None
         figures = Figures(os.cpu_count() or 1, memory, load_average, tools.versions, config)
         www = workdir / "www"
         www.mkdir()

@@ -828,6 +828,7 @@ def save_plot(f: Figures, path: Path) -> str:
 def run(config: SwarmConfig) -> Figures:
     load_average, memory = os.getloadavg()[0], mem_available_mib()
     with lab_run(config.prefix, "lps-", keep=config.keep, keep_lab=config.keep_lab) as (tools, lab, workdir):
+        assert tools is not None
         figures = Figures(os.cpu_count() or 1, memory, load_average, tools.versions, config)
         www = workdir / "www"
         www.mkdir()

@@ -35,6 +35,8 @@ ORIGIN_PORT = 8000
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 POLL_SECONDS = 0.2
+# Sets the host name in the UTS namespace `unshare --uts` made, then becomes the command.
+HOSTNAME_SCRIPT = 'hostname "$1" && shift && exec "$@"'
 
 
 @dataclass(slots=True)
@@ -161,6 +163,10 @@ class Services:
             "info" if cluster is not None else "warning",
             *(["--cluster", cluster] if cluster is not None else ["--no-mdns"]),
         )
+        if cluster is not None:
+            # A host name of the machine's own, as on a real LAN: the advert's instance name
+            # carries it, so trackers on two machines never share one.
+            argv = ["unshare", "--uts", "--", "sh", "-c", HOSTNAME_SCRIPT, "sh", f"lab-{host}", *argv]
         proc = self.start(host, name, argv)
         self.wait_listening(proc, address, port)
         return f"{address}:{port}"

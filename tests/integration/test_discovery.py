@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from agent import discovery
 from agent.daemon import Daemon
-from agent.discovery import Advert, TrackerFinder
+from agent.discovery import Advert, TrackerFinder, accepts_connections
 from agent.localapi import TrackerSource
 from tests.integration.conftest import Clients, TlsFiles, Tracker, Trackers
 from tests.integration.helpers import eventually
@@ -286,3 +287,12 @@ def test_a_flood_of_adverts_is_not_kept_beyond_the_bound(
         for info in infos:
             zc.unregister_service(info)
         zc.close()
+
+
+def test_a_closed_port_does_not_accept_connections() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        target = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert accepts_connections(target, 1.0)
+    assert not accepts_connections(target, 1.0)

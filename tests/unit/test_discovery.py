@@ -9,7 +9,14 @@ from dataclasses import replace
 import ifaddr
 import pytest
 
-from agent.discovery import Advert, BadAdvert, choose_tracker, parse_advert, pick_address
+from agent.discovery import (
+    Advert,
+    BadAdvert,
+    choose_tracker,
+    newer_rival,
+    parse_advert,
+    pick_address,
+)
 from tracker.advertise import advertised_addresses, interface_addresses
 from tracker.errors import InvalidArgument
 from tracker.mdns import (
@@ -230,3 +237,13 @@ def test_a_tracker_advertises_its_listen_address_or_its_interfaces_outside_loopb
     assert advertised_addresses("10.77.0.3", every) == ["10.77.0.3"]
     assert advertised_addresses("0.0.0.0", every) == ["10.77.0.3", "192.168.5.1"]
     assert advertised_addresses("", interface_addresses(("lo",), adapters())) == ["127.0.0.1"]
+
+
+def test_a_newer_tracker_of_the_cluster_elsewhere_is_a_rival() -> None:
+    current = advert("old", appeared=5.0)
+    assert not newer_rival([current], current)
+    assert not newer_rival([current, advert("older", appeared=1.0, address="10.77.0.9")], current)
+    assert not newer_rival([current, advert("other", "lab2", appeared=9.0, address="10.77.0.9")], current)
+    # Restarted at the same address: the reporter follows it there without a switch.
+    assert not newer_rival([current, advert("same", appeared=9.0)], current)
+    assert newer_rival([current, advert("new", appeared=9.0, address="10.77.0.9")], current)
