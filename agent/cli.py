@@ -186,7 +186,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     configure_logging("warning")
     from agent.discovery import TrackerFinder  # noqa: PLC0415 (only this command needs zeroconf)
 
-    finder = TrackerFinder(tuple(args.mdns_interface or ()))
+    interfaces = _discover_interfaces(args, file_settings(args.config))
+    finder = TrackerFinder(interfaces)
     finder.start()
     try:
         time.sleep(args.timeout)
@@ -209,12 +210,19 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if not adverts:
         which = f"of cluster {args.cluster} " if args.cluster else ""
         print(
-            f"No lanpeer tracker {which}answered on {describe_interfaces(args.mdns_interface or ())} "
+            f"No lanpeer tracker {which}answered on {describe_interfaces(interfaces)} "
             f"within {args.timeout:g} s.",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _discover_interfaces(args: argparse.Namespace, conf: dict[str, Setting]) -> tuple[str, ...]:
+    """--mdns-interface, else the daemon's mdns_interfaces from agent.toml, else () for all."""
+    if args.mdns_interface:
+        return tuple(args.mdns_interface)
+    return tuple(conf["mdns_interfaces"].value) if "mdns_interfaces" in conf else ()
 
 
 def _advert_json(a: Advert) -> dict[str, Any]:
@@ -431,8 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mdns-interface",
         action="append",
         metavar="NAME_OR_ADDRESS",
-        help="browse on this interface only (repeat for several; default: all)",
+        help="browse on this interface only (repeat for several; default: agent.toml's "
+        "mdns_interfaces, else all)",
     )
+    add_config_option(discover, DEFAULT_CONFIG)
     discover.add_argument("--json", action="store_true", help="print JSON for scripts")
     discover.set_defaults(handler=cmd_discover)
     return parser

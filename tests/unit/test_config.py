@@ -325,3 +325,12 @@ def test_mdns_is_on_unless_turned_off_by_flag_or_file(tmp_path: Path) -> None:
 def test_mdns_keys_have_their_types(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         read_file(write(tmp_path, line + "\n"), FILE_KEYS, ConfigError)
+
+
+def test_discover_browses_where_the_daemon_does_unless_told(tmp_path: Path) -> None:
+    conf = agent_config.file_settings(write(tmp_path, 'mdns_interfaces = ["eth1", "10.0.0.2"]\n'))
+    args = agent_cli.build_parser().parse_args(["discover"])
+    assert agent_cli._discover_interfaces(args, conf) == ("eth1", "10.0.0.2")
+    assert agent_cli._discover_interfaces(args, {}) == ()
+    args = agent_cli.build_parser().parse_args(["discover", "--mdns-interface", "lo"])
+    assert agent_cli._discover_interfaces(args, conf) == ("lo",)
