@@ -148,6 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [
         ("agent", f"{s.agent_id} (lanpeer {s.version})"),
         ("serving at", s.base_url),
+        ("metrics", f"{s.base_url}/metrics"),
         ("shares", ", ".join(s.shares)),
         ("files", f"{s.files} ({human_size(s.bytes_held)})"),
         ("uploads", f"{s.active_uploads} active, {human_size(s.bytes_served)} served"),

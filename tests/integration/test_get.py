@@ -274,6 +274,9 @@ def test_get_through_the_daemon_shares_the_file_with_the_next_machine(
     status = json.loads(lanpeer_agent("status", "--json", "--state-dir", str(first.config.state_dir)).stdout)
     assert status["agent_id"] == first.agent_id
     assert status["tracker_connected"] is True
+    text = lanpeer_agent("status", "--state-dir", str(first.config.state_dir)).stdout
+    assert f"metrics     {first.base_url}/metrics\n" in text
+    assert f"tracker     {tracker.address} (connected)\n" in text
 
 
 def test_a_directory_the_daemon_may_not_write_to_is_fetched_by_get_itself(
