@@ -14,11 +14,11 @@ from agent.errors import ConfigError
 from agent.ranges import parse_rate
 from tracker.auth import read_token
 from tracker.configfile import (
-    DEFAULT_ORIGIN,
     Convert,
     Setting,
     boolean,
     config_path,
+    effective,
     locate,
     merge,
     number,
@@ -138,10 +138,4 @@ def load(args: argparse.Namespace) -> tuple[AgentConfig, dict[str, Setting | Non
         config = AgentConfig(shares=tuple(shares), token=token, **values)
     except ConfigError as exc:
         raise ConfigError(locate(str(exc), settings)) from None
-    effective = {key: settings.get(key) or _default(config, key) for key in FILE_KEYS}
-    return config, effective
-
-
-def _default(config: AgentConfig, key: str) -> Setting | None:
-    value = config.shares if key == "share" else getattr(config, key, None)
-    return None if value is None else Setting(value, DEFAULT_ORIGIN)
+    return config, effective(FILE_KEYS, settings, config, {"share": "shares"})

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from agent.traffic import TrafficTotals
+from tracker.metrics import by_label
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +58,20 @@ class AgentCollector(Collector):
             ("lanpeer_agent_hashed_bytes", "Bytes hashed since the agent started.", f.hashed_bytes),
         ):
             yield CounterMetricFamily(name, text, value=value)
-        fetched = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "lanpeer_agent_fetched_bytes",
             "Bytes of verified pieces the agent's downloads fetched, by source: peer or origin.",
-            labels=["source"],
+            "source",
+            {"peer": f.traffic.bytes_from_peers, "origin": f.traffic.bytes_from_origin},
         )
-        fetched.add_metric(["peer"], f.traffic.bytes_from_peers)
-        fetched.add_metric(["origin"], f.traffic.bytes_from_origin)
-        yield fetched
-        failures = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "lanpeer_agent_piece_hash_failures",
             "Pieces that failed their hash check, by source: peer or origin.",
-            labels=["source"],
+            "source",
+            {"peer": f.traffic.peer_hash_failures, "origin": f.traffic.origin_hash_failures},
         )
-        failures.add_metric(["peer"], f.traffic.peer_hash_failures)
-        failures.add_metric(["origin"], f.traffic.origin_hash_failures)
-        yield failures
         for name, text, value in (
             ("lanpeer_agent_uploads_active", "Responses with file bytes under way.", f.active_uploads),
             ("lanpeer_agent_upload_slots", "The most uploads served at once.", f.max_uploads),

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tracker.auth import read_token
 from tracker.configfile import (
-    DEFAULT_ORIGIN,
     Convert,
     Setting,
     boolean,
     config_path,
+    effective,
     locate,
     merge,
     number,
@@ -49,9 +49,6 @@ FILE_KEYS: Mapping[str, Convert] = {
     "log_format": one_of(*LOG_FORMATS),
 }
 
-# Keys that name a file whose content (a secret) is what TrackerConfig holds.
-_TOKEN_KEYS = ("token_file", "admin_token_file")
-
 
 def default_db_path() -> Path:
     return state_home() / "tracker.db"
@@ -75,12 +72,4 @@ def load(args: argparse.Namespace) -> tuple[TrackerConfig, dict[str, Setting | N
         config = TrackerConfig(**values)
     except TrackerError as exc:
         raise TrackerError(locate(str(exc), settings)) from None
-    effective = {key: settings.get(key) or _default(config, key) for key in FILE_KEYS}
-    return config, effective
-
-
-def _default(config: TrackerConfig, key: str) -> Setting | None:
-    if key in _TOKEN_KEYS:
-        return None
-    value = getattr(config, key)
-    return None if value is None else Setting(value, DEFAULT_ORIGIN)
+    return config, effective(FILE_KEYS, settings, config)

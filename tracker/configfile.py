@@ -153,11 +153,17 @@ def locate(message: str, settings: Mapping[str, Setting]) -> str:
     return f"{setting.origin}: {message}"
 
 
-def flag_keys(parser: argparse.ArgumentParser, not_keys: Iterable[str] = ("help", "config")) -> set[str]:
-    """The destinations of a parser's options: with `run`'s parser, the keys its config file
-    must have."""
-    skipped = set(not_keys)
-    return {a.dest for a in parser._actions if a.option_strings and a.dest not in skipped}
+def effective(
+    keys: Iterable[str], given: Mapping[str, Setting], config: object, fields: Mapping[str, str] = {}
+) -> dict[str, Setting | None]:
+    """Every key's setting: the one given, else the value `config` (the configuration built
+    from them) holds by default in the field of that name (or `fields[key]`); None when it
+    holds none (a key naming a token file: the token is not shown)."""
+    shown: dict[str, Setting | None] = {}
+    for key in keys:
+        value = getattr(config, fields.get(key, key), None)
+        shown[key] = given.get(key) or (None if value is None else Setting(value, DEFAULT_ORIGIN))
+    return shown
 
 
 def add_config_option(parser: argparse.ArgumentParser, default: Path) -> None:

@@ -10,7 +10,7 @@ between scrapes and is never out of step with `lanpeer-tracker stats`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +21,20 @@ from tracker.model import Stats
 # Locate answers from memory in well under a millisecond; the upper buckets catch a
 # tracker whose lock is contended.
 LOCATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def by_label(
+    family: type[CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, float],
+) -> Metric:
+    """A family read at scrape time with one sample per value of `label`."""
+    metric = family(name, documentation, labels=[label])
+    for label_value, value in values.items():
+        metric.add_metric([label_value], value)
+    return metric
 
 
 class TrackerMetrics:
@@ -80,13 +94,13 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats()
-        agents = GaugeMetricFamily(
-            "lanpeer_tracker_agents", "Agents the tracker knows, by state.", labels=["state"]
+        yield by_label(
+            GaugeMetricFamily,
+            "lanpeer_tracker_agents",
+            "Agents the tracker knows, by state.",
+            "state",
+            {"live": s.live_agents, "dead": s.dead_agents, "banned": s.banned_agents},
         )
-        agents.add_metric(["live"], s.live_agents)
-        agents.add_metric(["dead"], s.dead_agents)
-        agents.add_metric(["banned"], s.banned_agents)
-        yield agents
         for name, text, value in (
             ("lanpeer_tracker_files", "Distinct contents the agents hold.", s.distinct_files),
             ("lanpeer_tracker_holdings", "Contents held, counted once per agent holding each.", s.holdings),
@@ -97,14 +111,13 @@ class ClusterCollector(Collector):
             ("lanpeer_tracker_swarm_members", "Members of all swarms.", s.swarm_members),
         ):
             yield GaugeMetricFamily(name, text, value=value)
-        fetched = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "lanpeer_tracker_fetched_bytes",
             "Bytes agents reported fetching since the tracker started, by source: peer or origin.",
-            labels=["source"],
+            "source",
+            {"peer": s.fetched.from_peers, "origin": s.fetched.from_origin},
         )
-        fetched.add_metric(["peer"], s.fetched.from_peers)
-        fetched.add_metric(["origin"], s.fetched.from_origin)
-        yield fetched
         offload = GaugeMetricFamily(
             "lanpeer_tracker_origin_offload_ratio",
             "The share of fetched bytes that came from peers rather than the origin; "

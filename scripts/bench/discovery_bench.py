@@ -66,19 +66,18 @@ import zeroconf
 from benchlib import (
     BenchError,
     as_json,
-    exit_on_sigterm,
     machine_busy_seconds,
     mem_available_mib,
     positive_float,
     positive_int,
     progress,
 )
-from get_bench import fresh_dir, lab_run
+from get_bench import fresh_dir, lab_run, run_or_exit, save_results
 from swarm_bench import GATE_SCRIPT, GATE_TIMEOUT
 
 from agent.daemon import FOLLOW_CHECK_SECONDS, SETTLE_SECONDS
 from agent.reporter import Backoff
-from scripts.lablib import ORIGIN, TRACKER, Lab, LabError
+from scripts.lablib import ORIGIN, TRACKER, Lab
 from scripts.lablib.lab import DEFAULT_LAN
 from scripts.lablib.services import AGENT_PORT, HOSTNAME_SCRIPT, STOP_TIMEOUT, TRACKER_PORT, Proc, Services
 from tracker.server import DEFAULT_HEARTBEAT_INTERVAL
@@ -820,20 +819,10 @@ def parse_args(argv: Sequence[str] | None) -> DiscoveryConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
-    try:
-        figures = run(config)
-    except (BenchError, LabError, OSError, subprocess.SubprocessError) as exc:
-        print(f"bench: failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    figures = run_or_exit(run, config)
     print_report(figures)
-    if config.results is not None:
-        config.results.parent.mkdir(parents=True, exist_ok=True)
-        config.results.write_text(as_json(figures, [], default=str) + "\n")
-        print(f"figures saved to {config.results}")
+    save_results(config.results, as_json(figures, [], default=str))
     print(f"run time: {time.monotonic() - started:.0f} s")
     failed = any(s.failed for s in figures.summary.values())
     return 3 if failed else 0

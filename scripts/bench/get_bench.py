@@ -43,11 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import benchlib
 from benchlib import (
@@ -387,6 +387,38 @@ def lab_run(
                 shutil.rmtree(workdir, ignore_errors=True)
         if not keep_lab and (left := lab.leftovers()):
             print(f"bench: namespaces left after down: {', '.join(left)}", file=sys.stderr)
+
+
+Config = TypeVar("Config")
+Measured = TypeVar("Measured")
+
+
+def run_or_exit(run: Callable[[Config], Measured], config: Config) -> Measured:
+    """Runs a lab benchmark with SIGTERM as a clean exit: a failure is one line on stderr
+    and exit status 1, an interruption status 130."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        return run(config)
+    except (BenchError, LabError, OSError, subprocess.SubprocessError) as exc:
+        print(f"bench: failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def save_results(path: Path | None, text: str) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        print(f"figures saved to {path}")
+
+
+def try_plot(save: Callable[[], str]) -> None:
+    """Saves a plot, and says where; the plot is a bonus, so a failure of it fails nothing."""
+    try:
+        print(save())
+    except Exception as exc:
+        print(f"no plot: {type(exc).__name__}: {exc}")
 
 
 # ----------------------------------------------------------------------------- the origin
@@ -1167,22 +1199,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config, want_json = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
-    try:
-        figures = run(config)
-    except (BenchError, LabError, OSError, subprocess.SubprocessError) as exc:
-        print(f"bench: failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    figures = run_or_exit(run, config)
     table = rows(figures)
     print_report(figures, table)
-    if config.plot is not None:
-        try:
-            print(save_plot(figures, config.plot))
-        except Exception as exc:  # The plot is a bonus: a failure of it fails nothing.
-            print(f"no plot: {type(exc).__name__}: {exc}")
+    if (plot := config.plot) is not None:
+        try_plot(lambda: save_plot(figures, plot))
     print(f"run time: {time.monotonic() - started:.0f} s")
     if want_json:
         print(as_json(figures, table, default=str))

@@ -63,7 +63,6 @@ from benchlib import (
     BenchError,
     Row,
     as_json,
-    exit_on_sigterm,
     exit_status,
     mem_available_mib,
     positive_int,
@@ -83,13 +82,16 @@ from get_bench import (
     fresh_dir,
     lab_run,
     read_status_kib,
+    run_or_exit,
     running_nginx,
+    save_results,
     sha256_of,
     transfer_timeout,
+    try_plot,
     write_random_file,
 )
 
-from scripts.lablib import ORIGIN, Lab, LabError, format_rate, parse_rate
+from scripts.lablib import ORIGIN, Lab, format_rate, parse_rate
 from scripts.lablib.services import STOP_TIMEOUT, AgentProc, Proc, Services
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -926,26 +928,13 @@ def parse_args(argv: Sequence[str] | None) -> SwarmConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
-    try:
-        figures = run(config)
-    except (BenchError, LabError, OSError, subprocess.SubprocessError) as exc:
-        print(f"bench: failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    figures = run_or_exit(run, config)
     table = rows(figures)
     print_report(figures, table)
-    if config.results is not None:
-        config.results.parent.mkdir(parents=True, exist_ok=True)
-        config.results.write_text(as_json(figures, table, default=str) + "\n")
-        print(f"figures saved to {config.results}")
-    if config.plot is not None:
-        try:
-            print(save_plot(figures, config.plot))
-        except Exception as exc:  # The plot is a bonus: a failure of it fails nothing.
-            print(f"no plot: {type(exc).__name__}: {exc}")
+    save_results(config.results, as_json(figures, table, default=str))
+    if (plot := config.plot) is not None:
+        try_plot(lambda: save_plot(figures, plot))
     print(f"run time: {time.monotonic() - started:.0f} s")
     return exit_status(table)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -294,3 +295,12 @@ def daemons() -> Iterator[Callable[..., Daemon]]:
 def origin() -> Iterator[Origin]:
     with start_origin() as running:
         yield running
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]

@@ -174,15 +174,19 @@ def _unordered(matches: list[ContentMatch]) -> list[Any]:
     ]
 
 
-def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, what: str = "condition", poll: float = 0.01
+) -> Any:
+    """The first true value of `check()`, called every `poll` seconds; fails the test after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
 
 
 class BlobFiles:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,14 +274,6 @@ def test_a_hostile_heartbeat_is_refused_and_changes_no_total(cluster: Tracker, c
     assert clients.admin_api(cluster).stats().fetched == Fetched(5, 15)
     assert cluster.metrics_address is not None
     assert value(scrape(cluster.metrics_address), "lanpeer_tracker_origin_offload_ratio") == 0.25
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def test_a_busy_metrics_port_is_a_one_line_error(trackers: Trackers, busy_port: int, tmp_path: Path) -> None:

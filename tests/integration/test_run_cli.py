@@ -6,7 +6,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -152,14 +151,6 @@ def test_run_on_the_same_database_again_keeps_what_is_durable(run_tracker, clien
     assert "restored 1 agents, 1 manifests" in second.log
     stats = clients.admin_api(target).stats()
     assert (stats.manifests, stats.dead_agents, stats.live_agents) == (1, 1, 0)
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def test_run_on_a_busy_port_exits_1_saying_the_address_is_in_use(run_tracker, busy_port, tmp_path):

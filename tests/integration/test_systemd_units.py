@@ -181,7 +181,7 @@ def test_agent_unit_outlasts_the_shutdown_grace() -> None:
     assert float(timeout.removesuffix("s")) >= 2 * SHUTDOWN_GRACE_SECONDS
 
 
-def test_agent_socket_is_reachable_by_group_lanpeer_only() -> None:
+def test_agent_unit_opens_its_state_directory_to_group_lanpeer_only() -> None:
     text = unit_text("lanpeer-agent")
     assert directives(text, "StateDirectoryMode") == ["0750"]
     assert directives(text, "UMask") == ["0007"]

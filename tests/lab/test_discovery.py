@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from scripts.lablib import Lab
 from scripts.lablib.lab import ORIGIN
 from scripts.lablib.services import AgentProc, Services
+from tests.integration.helpers import eventually
 from tests.lab.conftest import lab_skip_reason
 
 REASON = lab_skip_reason()
@@ -26,14 +26,8 @@ AMBIGUOUS = "several clusters visible: a, b; pick one with --cluster"
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = FIND_TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.2)
+    # Each check runs a command in the lab: a few a second are enough.
+    return eventually(check, timeout, what, poll=0.2)
 
 
 def live_agents(s: Services, tracker: str) -> set[str]:

@@ -18,7 +18,7 @@ from agent.config import FILE_KEYS, AgentConfig
 from agent.errors import ConfigError
 from tracker import cli as tracker_cli
 from tracker import config as tracker_config
-from tracker.configfile import flag_keys, read_file
+from tracker.configfile import read_file
 from tracker.errors import TrackerError
 from tracker.process import JsonFormatter, TextFormatter, redact
 
@@ -27,6 +27,12 @@ def write(tmp_path: Path, text: str, name: str = "agent.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def flag_keys(parser: argparse.ArgumentParser) -> set[str]:
+    """The destinations of a parser's options but --help and --config: the keys its config
+    file must have."""
+    return {a.dest for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
 
 
 def run_parser(build) -> argparse.ArgumentParser:
